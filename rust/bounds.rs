@@ -1,0 +1,82 @@
+//! One-sided Clopper-Pearson bounds from binomial counts.
+
+use crate::beta::{quantile, Prob};
+use crate::error::{CoreError, CoreResult};
+
+/// Checks a (successes, trials, alpha) triple and says what is allowed when it is not.
+pub fn validate(successes: i64, trials: i64, alpha: f64) -> CoreResult<()> {
+    if trials < 1 {
+        return Err(CoreError::value(format!("trials must be >= 1, got {trials}")));
+    }
+    if successes < 0 || successes > trials {
+        return Err(CoreError::value(format!(
+            "successes must be in [0, trials], got successes={successes}, trials={trials}"
+        )));
+    }
+    validate_alpha(alpha)
+}
+
+pub fn validate_alpha(alpha: f64) -> CoreResult<()> {
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(CoreError::value(format!("alpha must be in the open interval (0, 1), got {alpha}")));
+    }
+    Ok(())
+}
+
+/// The alpha-quantile of Beta(x, n - x + 1): P[p >= lower] >= 1 - alpha. 0 when x = 0.
+pub fn lower(x: u64, n: u64, alpha: f64) -> Prob {
+    if x == 0 {
+        return Prob { p: 0.0, q: 1.0 };
+    }
+    quantile(x as f64, (n - x) as f64 + 1.0, Prob::from_p(alpha))
+}
+
+/// The (1 - alpha)-quantile of Beta(x + 1, n - x): P[p <= upper] >= 1 - alpha. 1 when x = n.
+pub fn upper(x: u64, n: u64, alpha: f64) -> Prob {
+    if x >= n {
+        return Prob { p: 1.0, q: 0.0 };
+    }
+    // The target 1 - alpha is passed with alpha as its exact complement.
+    quantile(x as f64 + 1.0, (n - x) as f64, Prob::from_q(alpha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_forms_at_the_edges() {
+        // x = n: lower = alpha^(1/n); x = 0: upper = 1 - alpha^(1/n).
+        let (n, alpha) = (1000u64, 1e-3f64);
+        let l = lower(n, n, alpha).p;
+        assert!(((l - alpha.powf(1.0 / n as f64)) / l).abs() < 1e-14);
+        let u = upper(0, n, alpha).p;
+        let expect = -libm::expm1(libm::log(alpha) / n as f64);
+        assert!(((u - expect) / expect).abs() < 1e-14);
+        assert_eq!(lower(0, n, alpha).p, 0.0);
+        assert_eq!(upper(n, n, alpha).p, 1.0);
+    }
+
+    #[test]
+    fn bounds_bracket_the_estimate_and_tighten_with_n() {
+        for &n in &[10u64, 1000, 100_000, 1_000_000_000] {
+            let x = n / 3;
+            let (l, u) = (lower(x, n, 1e-3).p, upper(x, n, 1e-3).p);
+            let phat = x as f64 / n as f64;
+            assert!(l < phat && phat < u, "n = {n}");
+        }
+        let w = |n: u64| upper(n / 2, n, 0.01).p - lower(n / 2, n, 0.01).p;
+        assert!(w(100) > w(10_000) && w(10_000) > w(1_000_000));
+    }
+
+    #[test]
+    fn rejects_bad_triples() {
+        assert!(validate(-1, 10, 0.1).is_err());
+        assert!(validate(11, 10, 0.1).is_err());
+        assert!(validate(0, 0, 0.1).is_err());
+        assert!(validate(1, 10, 0.0).is_err());
+        assert!(validate(1, 10, 1.0).is_err());
+        assert!(validate(1, 10, f64::NAN).is_err());
+        assert!(validate(10, 10, 0.5).is_ok());
+    }
+}

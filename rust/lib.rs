@@ -1,0 +1,19 @@
+//! topk-certify's core: exact certified top-k radii for Gaussian randomized smoothing
+//! (Jia, Cao, Wang, Gong, ICLR 2020). Pure Rust; the Python bindings live in `python`
+//! behind the `python` feature, so `cargo test` needs no interpreter.
+
+pub mod beta;
+pub mod bounds;
+pub mod certify;
+pub mod count;
+pub mod error;
+pub mod normal;
+pub mod radius;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use beta::Prob;
+pub use certify::{certify_batch, Bound, IntValue, Params};
+pub use count::count_labels;
+pub use error::{CoreError, CoreResult};
