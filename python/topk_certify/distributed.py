@@ -1,0 +1,166 @@
+"""One certification run across processes, GPUs and machines, launched by torchrun.
+
+Without torchrun (no WORLD_SIZE in the environment, or 1) everything here is trivial and
+torch.distributed is never touched. Under torchrun every rank certifies a disjoint share
+of the examples on its own device (cuda:LOCAL_RANK where there are GPUs, else the CPU),
+and rank 0 writes all rows, in example order, as each round completes.
+
+Work goes in rounds: round j hands rank r the r-th slice of `chunk` examples of the j-th
+window of world_size * chunk examples still to do, then gathers the rows to rank 0.
+Because every example's noise depends only on (seed, its index, batch_size), the output
+equals a single process's, whatever the world size. A rank that dies breaks the next
+collective (torchrun then stops the others): the run fails loudly, and `--resume`
+continues from every row rank 0 had written.
+
+For users with their own loop: `shard(indices, rank, world_size)` gives a rank its
+share and `gather_results(result, group_indices)` collects `CertifyResult`s on rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+
+
+def world_size_from_env() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+@dataclass
+class _Single:
+    """The context of a plain single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: Optional[object] = None
+
+    @property
+    def is_writer(self) -> bool:
+        return True
+
+    def broadcast(self, obj):
+        return obj
+
+    def rounds(self, todo: Sequence[int], chunk: int) -> Iterator[List[int]]:
+        for start in range(0, len(todo), chunk):
+            yield list(todo[start : start + chunk])
+
+    def gather_in_order(self, items: list) -> list:
+        return items
+
+
+class _Torchrun(_Single):
+    """The context of one rank under torchrun (torch.distributed initialised here)."""
+
+    def __init__(self):
+        import torch
+        import torch.distributed as dist
+
+        self.dist = dist
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+            backend = "nccl"
+        else:
+            device = torch.device("cpu")
+            backend = "gloo"
+        if not dist.is_initialized():
+            if backend == "nccl":
+                dist.init_process_group(backend, device_id=device)
+            else:
+                dist.init_process_group(backend)
+        # Objects travel over a gloo group even when compute uses NCCL: no GPU copies.
+        self.objects = dist.new_group(backend="gloo") if backend == "nccl" else None
+        super().__init__(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, obj):
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=0, group=self.objects)
+        return box[0]
+
+    def rounds(self, todo: Sequence[int], chunk: int) -> Iterator[List[int]]:
+        window = chunk * self.world_size
+        for base in range(0, len(todo), window):
+            start = base + self.rank * chunk
+            yield list(todo[start : min(start + chunk, base + window, len(todo))])
+
+    def gather_in_order(self, items: list) -> list:
+        boxes = [None] * self.world_size if self.rank == 0 else None
+        self.dist.gather_object(items, boxes, dst=0, group=self.objects)
+        if self.rank != 0:
+            return []
+        return [item for box in boxes for item in box]  # rank order is example order
+
+    def close(self) -> None:
+        if self.dist.is_initialized():
+            self.dist.barrier(group=self.objects)
+            self.dist.destroy_process_group()
+
+
+_CONTEXT: Optional[_Single] = None
+
+
+def context() -> _Single:
+    """This process's context: torchrun's when launched by it, else a single process."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = _Torchrun() if world_size_from_env() > 1 else _Single()
+    return _CONTEXT
+
+
+def shutdown() -> None:
+    global _CONTEXT
+    if isinstance(_CONTEXT, _Torchrun):
+        _CONTEXT.close()
+    _CONTEXT = None
+
+
+def shard(indices: Sequence[int], rank: int, world_size: int, chunk: int = 1) -> List[int]:
+    """The examples of `indices` that rank `rank` of `world_size` certifies: interleaved
+    chunks, so that every rank gets a similar mix of easy and hard examples.
+
+    Pass the result as `certify_batch(..., indices=...)` (with the matching rows of x) so
+    the noise is that of a single-process run.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    out: List[int] = []
+    for base in range(rank * chunk, len(indices), chunk * world_size):
+        out.extend(int(i) for i in indices[base : base + chunk])
+    return out
+
+
+def gather_results(result, indices: Sequence[int], dst: int = 0):
+    """On rank `dst`: one CertifyResult for all ranks' examples, in index order (None on
+    the others). `indices` are the example indices this rank certified (its `shard`)."""
+    import torch.distributed as dist
+
+    from .result import CertifyResult
+
+    payload = (list(map(int, indices)), result)
+    boxes = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(payload, boxes, dst=dst)
+    if dist.get_rank() != dst:
+        return None
+    order = np.argsort(np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in boxes]), kind="stable")
+    parts = [r for _, r in boxes]
+    fields = {}
+    for name in ("radius", "counts", "labels", "n_used"):
+        values = [getattr(r, name) for r in parts]
+        if all(v is not None for v in values):
+            fields[name] = np.concatenate(values)[order]
+    first = parts[0]
+    return CertifyResult(**{**{f: getattr(first, f) for f in first.__dataclass_fields__}, **fields})
