@@ -1,0 +1,355 @@
+"""Gaussian noise sampling in packed forward batches, one random stream per example (internal).
+
+The public front (`smoothing.py`) turns its arguments into *requests*: "count the next m noisy
+samples of example e for purpose p". `NoiseSampler.run` packs the requests, in order, into
+forward batches of exactly `batch_size` rows (several examples share a batch when m is small;
+one example's last partial batch is filled with the next example's samples), runs the model,
+and counts the argmax labels of each request (on the device; on the CPU with count_labels).
+
+Reproducibility. Every (example, purpose) pair owns a stream: a `torch.Generator` on the
+device, seeded with a 63-bit hash of (seed, index of the example, purpose). A stream draws its
+noise in blocks of `batch_size` samples, the last one shorter so that exactly `total` samples
+are drawn, block j being the j-th draw of its generator. Forward batches are cut from these
+blocks (a block may straddle two batches: its leftover waits in the stream). So the noise of
+an example depends on (seed, index, purpose, batch_size, total) and on nothing else: not on
+the other examples of the call, their order, how requests split the stream into rounds
+(issue 7: adaptive rounds take "the next m samples" of a stream), or the process.
+(Bitwise equality across processes needs the same torch build and device type: CPU and CUDA
+generators give different streams.)
+
+torch is imported at module level here; `smoothing.py` imports this module only inside its
+functions, so that `import topk_certify` works without torch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .stats import count_labels
+
+# Purpose ids enter the seed hash: never renumber them, or seeded results change.
+SELECT = 0  # the n0 samples that choose the candidate labels (prediction mode)
+ESTIMATE = 1  # the n samples whose counts give the bounds
+
+_MASK63 = (1 << 63) - 1
+
+
+def fresh_seed() -> int:
+    """A random 63-bit root seed (for seed=None: fresh randomness on every call)."""
+    return int.from_bytes(os.urandom(8), "little") & _MASK63
+
+
+def stream_seed(seed: int, index: int, purpose: int) -> int:
+    """The 63-bit seed of the noise stream of (example index, purpose) under a root seed.
+
+    numpy's SeedSequence (a well-mixed hash made for exactly this): streams of different
+    examples, purposes or seeds are independent for every practical purpose.
+    """
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(index, purpose)).generate_state(
+        2, dtype=np.uint32
+    )
+    return (int(state[0]) | (int(state[1]) << 32)) & _MASK63
+
+
+class _Stream:
+    """The noise of one example for one purpose: blocks drawn from its own generator."""
+
+    __slots__ = ("generator", "block", "undrawn", "leftover")
+
+    def __init__(self, seed: int, total: int, block: int, device: torch.device):
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.block = block
+        self.undrawn = total  # samples not yet drawn from the generator
+        self.leftover: Optional[torch.Tensor] = None  # drawn rows (x + noise) not yet used
+
+    def available(self) -> int:
+        return self.undrawn + (0 if self.leftover is None else self.leftover.shape[0])
+
+
+class NoiseSampler:
+    """Counts the base classifier's labels on x + N(0, sigma^2 I), in packed forward batches.
+
+    Args:
+        model: callable mapping a (batch, *x.shape[1:]) tensor to logits (batch, C).
+        x: (E, ...) tensor already on the device; noise is drawn in its dtype and device.
+        sigma: noise level.
+        batch_size: rows per forward pass (the last pass of a `run` may be shorter).
+        seed: root seed (an int; see `fresh_seed`).
+        indices: E non-negative ints, the example numbers that key the streams.
+        totals: {purpose: samples}: how many samples a stream of that purpose draws in all
+            (its blocks are min(batch_size, what is left of total)). A request never asks
+            a stream for more than it has left.
+        num_classes: width of the counts; None = the model's output width.
+        on_num_classes: called once with the counts width after the first forward pass
+            (lets the caller validate labels and k before the long loop).
+
+    The model is called as is: the caller sets eval mode and inference mode.
+    `forward_rows` counts the rows the model has run (padding would be included; there is none).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        x: "torch.Tensor",
+        *,
+        sigma: float,
+        batch_size: int,
+        seed: int,
+        indices: Sequence[int],
+        totals: dict,
+        num_classes: Optional[int] = None,
+        on_num_classes: Optional[Callable[[int], None]] = None,
+    ):
+        self.model = model
+        self.x = x
+        self.sigma = float(sigma)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.indices = [int(i) for i in indices]
+        self.totals = dict(totals)
+        self.num_classes = num_classes
+        self._on_num_classes = on_num_classes
+        self._model_width: Optional[int] = None
+        self._streams: dict = {}
+        self._buf: Optional[torch.Tensor] = None
+        self._counts: Optional[torch.Tensor] = None  # (rows, C + 1) int64 on the device
+        self._free_rows: list = []
+        self._next_row = 0
+        self._ones: Optional[torch.Tensor] = None
+        self.forward_rows = 0
+        # Where to count: see _forward_and_count (tests flip it to cover both paths).
+        self.count_on_host = x.device.type == "cpu"
+
+    # -- noise ------------------------------------------------------------------------------
+
+    def _stream(self, example: int, purpose: int) -> _Stream:
+        key = (example, purpose)
+        stream = self._streams.get(key)
+        if stream is None:
+            seed = stream_seed(self.seed, self.indices[example], purpose)
+            stream = _Stream(seed, self.totals[purpose], self.batch_size, self.x.device)
+            self._streams[key] = stream
+        return stream
+
+    def _draw(self, stream: _Stream, example: int, out: torch.Tensor) -> torch.Tensor:
+        """Fill `out` (a whole block) with x[example] + sigma * noise, in place.
+
+        normal_ then add_ (not a fused multiply-add) so that every element is rounded the
+        same way whatever the vectorization and threading split: bitwise reproducible.
+        """
+        out.normal_(0.0, self.sigma, generator=stream.generator)
+        out.add_(self.x[example])  # broadcast: x is never copied per sample
+        return out
+
+    def _fill(self, stream: _Stream, example: int, start: int, rows: int) -> None:
+        """Write the stream's next `rows` samples into the batch buffer at `start`."""
+        buf = self._buf
+        while rows:
+            if stream.leftover is None:
+                size = min(stream.block, stream.undrawn)
+                stream.undrawn -= size
+                if size <= rows:  # the whole block lands in this batch: draw it in place
+                    self._draw(stream, example, buf[start : start + size])
+                    start += size
+                    rows -= size
+                    continue
+                stream.leftover = self._draw(
+                    stream, example, torch.empty_like(buf[:size])
+                )
+            use = min(rows, stream.leftover.shape[0])
+            buf[start : start + use].copy_(stream.leftover[:use])
+            stream.leftover = stream.leftover[use:] if use < stream.leftover.shape[0] else None
+            start += use
+            rows -= use
+
+    # -- counting ---------------------------------------------------------------------------
+
+    def _row(self) -> int:
+        return self._free_rows.pop() if self._free_rows else self._take_new_row()
+
+    def _take_new_row(self) -> int:
+        self._next_row += 1
+        return self._next_row - 1
+
+    def _ensure_counts(self) -> None:
+        width = self.num_classes + 1  # last column: samples with a non-finite output
+        if self._counts is None:
+            self._counts = torch.zeros(
+                (max(64, self._next_row), width), dtype=torch.int64, device=self.x.device
+            )
+        elif self._counts.shape[0] < self._next_row:
+            grown = torch.zeros(
+                (max(2 * self._counts.shape[0], self._next_row), width),
+                dtype=torch.int64,
+                device=self.x.device,
+            )
+            grown[: self._counts.shape[0]] = self._counts
+            self._counts = grown
+
+    def _check_output(self, out, rows: int) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                "the model must return a tensor of logits of shape (batch, num_classes), "
+                f"it returned a {type(out).__name__}"
+            )
+        if out.ndim != 2 or out.shape[0] != rows or out.shape[1] < 1:
+            raise ValueError(
+                "the model must return logits of shape (batch, num_classes): on a batch of "
+                f"{rows} inputs of shape {tuple(self.x.shape[1:])} it returned shape "
+                f"{tuple(out.shape)}"
+            )
+        width = out.shape[1]
+        if self._model_width is None:
+            self._model_width = width
+            if self.num_classes is None:
+                self.num_classes = width
+            elif width > self.num_classes:
+                raise ValueError(
+                    f"num_classes={self.num_classes} is smaller than the model's output "
+                    f"width {width}"
+                )
+            if self._on_num_classes is not None:
+                self._on_num_classes(self.num_classes)
+        elif width != self._model_width:
+            raise ValueError(
+                f"the model's output width changed from {self._model_width} to {width}"
+            )
+
+    def _forward_and_count(self, rows: int, segments: list) -> None:
+        out = self.model(self._buf[:rows])
+        self._check_output(out, rows)
+        self.forward_rows += rows
+        self._ensure_counts()
+        labels = out.argmax(1)  # ties: the lowest index
+        # Rows with a NaN or infinite logit go to the extra column; reported per example
+        # when its counts come back, so the device is never synchronized per batch.
+        labels.masked_fill_(~torch.isfinite(out).all(1), self.num_classes)
+        if self.count_on_host:
+            # On the CPU: one count_labels call (Rust) per batch, segments told apart by an
+            # offset of segment * width. Measured (benches/bench_sampling.py --counting,
+            # 2 threads): 1000 labels, 10 classes, in 10 segments: 3.8 us per batch against
+            # 30 us for an index_add_ per segment and 47 us for a torch.bincount per
+            # segment; in one segment all three take 4-5 us. Either way it is noise next to
+            # a forward pass of a CNN, but it matters for tiny models.
+            width = self.num_classes + 1
+            lengths = [b - a for _, a, b in segments]
+            flat = labels.numpy() + np.repeat(np.arange(len(segments)) * width, lengths)
+            per_segment = count_labels(flat, len(segments) * width)
+            rows_of = [row for row, _, _ in segments]  # distinct: one segment per request
+            self._counts.numpy()[rows_of] += per_segment.reshape(len(segments), width)
+            return
+        # On an accelerator: count on the device, one index_add_ per (request, batch)
+        # segment. No host round trip and no sync (torch.bincount syncs on CUDA: it reads
+        # the largest label to size its output).
+        if self._ones is None:
+            self._ones = torch.ones(self.batch_size, dtype=torch.int64, device=out.device)
+        for row, a, b in segments:
+            self._counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
+
+    def _stage(self, done: list):
+        """Start bringing the counts of requests finished in this batch to the host.
+
+        On CUDA the copy is queued (into pinned memory) behind this batch and an event
+        marks it; `_finish` waits on it only after the next batch is queued, so the GPU is
+        never idle while the host waits. Their counts rows are free for reuse at once
+        (the device runs everything in order).
+        """
+        if not done:
+            return None
+        rows = [row for _, _, row in done]
+        stacked = torch.stack([self._counts[r] for r in rows])
+        for r in rows:
+            self._counts[r].zero_()
+        self._free_rows.extend(rows)
+        if stacked.device.type == "cuda":
+            host = stacked.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return done, host, event
+        return done, stacked.cpu(), None
+
+    def _finish(self, staged) -> list:
+        """(tag, counts) of staged requests; an error if an example saw non-finite outputs."""
+        if staged is None:
+            return []
+        done, host, event = staged
+        if event is not None:
+            event.synchronize()
+        result = []
+        for (tag, example, _), counts in zip(done, host.numpy()):
+            bad = int(counts[-1])
+            if bad:
+                where = f"example {example}"
+                if self.indices[example] != example:
+                    where += f" (index {self.indices[example]})"
+                raise ValueError(
+                    f"the model's output is NaN or infinite on {bad} noisy sample(s) of {where}"
+                )
+            result.append((tag, counts[:-1].copy()))
+        return result
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Iterable[Tuple[int, int, int]],
+        on_batch: Optional[Callable[[int], None]] = None,
+    ) -> Iterator[Tuple[int, np.ndarray]]:
+        """Count the requests, packed into full forward batches.
+
+        Args:
+            requests: iterable of (example, purpose, m): the next m samples of that stream.
+                Consumed lazily, in order.
+            on_batch: called with the number of rows after each forward pass.
+
+        Yields:
+            (ordinal of the request in `requests`, int64 counts of shape (C,)) as requests
+            finish, in order (those finished in one forward batch come after the next batch
+            is queued: see `_stage`).
+        """
+        if self._buf is None:
+            self._buf = torch.empty(
+                (self.batch_size, *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device
+            )
+        pending = iter(enumerate(requests))
+        current = None  # [tag, example, purpose, stream, rows left, counts row]
+        staged = None  # requests finished in the previous batch, on their way to the host
+        while True:
+            filled, segments, finished = 0, [], []
+            while filled < self.batch_size:
+                if current is None:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        break
+                    tag, (example, purpose, m) = nxt
+                    stream = self._stream(example, purpose)
+                    if not 0 < m <= stream.available():
+                        raise ValueError(
+                            f"request for {m} samples of example {example}, purpose {purpose}: "
+                            f"the stream has {stream.available()} left"
+                        )
+                    current = [tag, example, purpose, stream, m, self._row()]
+                tag, example, purpose, stream, left, row = current
+                rows = min(self.batch_size - filled, left)
+                self._fill(stream, example, filled, rows)
+                segments.append((row, filled, filled + rows))
+                filled += rows
+                current[4] = left - rows
+                if current[4] == 0:
+                    if stream.available() == 0:  # exhausted: free its generator, but keep
+                        stream.generator = None  # the stream so it is never drawn again
+                    finished.append((tag, example, row))
+                    current = None
+            if filled == 0:
+                break
+            self._forward_and_count(filled, segments)
+            if on_batch is not None:
+                on_batch(filled)
+            previous, staged = staged, self._stage(finished)
+            yield from self._finish(previous)
+        yield from self._finish(staged)
