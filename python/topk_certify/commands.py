@@ -9,13 +9,10 @@ from .cli import CliError
 
 def register(sub: "argparse._SubParsersAction") -> None:
     _register_certify(sub)
-    import importlib
+    from . import analyze, demo
 
-    for name in ("analyze", "demo"):  # TEMP guard until those modules land
-        try:
-            importlib.import_module(f"topk_certify.{name}").register(sub)
-        except (ModuleNotFoundError, AttributeError):
-            pass
+    analyze.register(sub)
+    demo.register(sub)
 
 
 def _register_certify(sub) -> None:
@@ -31,7 +28,9 @@ def _register_certify(sub) -> None:
     p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y")
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise level")
     p.add_argument("--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)")
-    p.add_argument("--n", type=int, default=100_000, help="noise samples per example (the most, with --adaptive; default 100000)")
+    # --num-samples: under torchrun, whose own parser takes `--n` for an ambiguous abbreviation.
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=100_000,
+                   help="noise samples per example (the most, with --adaptive; default 100000); spell it --num-samples under torchrun")
     p.add_argument("--n0", type=int, default=100, help="selection samples (prediction mode only; unused here; default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass (default 1000)")

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from typing import Tuple
 
 import numpy as np
@@ -38,7 +39,9 @@ def load_model(spec: str, device):
         if not os.path.isfile(spec):
             raise CliError(f"--model {spec}: no such file")
         try:
-            model = torch.jit.load(spec, map_location=device)
+            with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript; users still have .pt models
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(spec, map_location=device)
         except (RuntimeError, ValueError) as exc:
             raise CliError(f"--model {spec}: not a TorchScript file torch.jit.load can read ({_first_line(exc)})") from None
         return model

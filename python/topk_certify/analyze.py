@@ -1,0 +1,602 @@
+"""`topk-certify analyze`: certified top-k accuracy against the radius, from `certify` output.
+
+An OUT file is the TSV that `topk-certify certify` writes: a header, then one row per example
+with `idx`, `label`, one `radius@K` column per k, optionally `n` (samples used, adaptive runs)
+and `time`. Other columns are ignored; lines starting with `#` are comments.
+
+Certified top-k accuracy at radius r is the fraction of examples whose radius@K is strictly
+above r (the certificate covers perturbations of norm strictly below the radius, and a radius
+of 0 means "not certified"), as in the paper's tables (Jia et al., ICLR 2020, Section 4).
+With several files over the same examples (e.g. one per sigma) the envelope is, per radius and
+k, the best accuracy over the files.
+
+Library use::
+
+    from topk_certify.analyze import load_results, certified_accuracy
+    res = load_results("out.tsv")
+    certified_accuracy(res.radius, [0.0, 0.5])   # (2, len(res.ks)) fractions
+
+matplotlib is needed only for `plot_curves` (imported when called).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "Results",
+    "ResultsFormatError",
+    "load_results",
+    "certified_accuracy",
+    "default_radii",
+    "envelope",
+    "format_table",
+    "format_file_report",
+    "format_samples",
+    "plot_curves",
+    "register",
+]
+
+RADIUS_STEP = 0.25
+_RADIUS_COLUMN = re.compile(r"^radius@([0-9]+)$")
+
+
+class ResultsFormatError(ValueError):
+    """An OUT file that cannot be read as certify output (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """One OUT file, parsed.
+
+    Attributes:
+        path: the file read.
+        ks: the k of each radius@K column, in file order.
+        radius: float64 (E, len(ks)); radius[e, m] is example e's radius@ks[m] (0 = not certified).
+        idx: int64 (E,), the examples' idx column (0..E-1 when the file has none).
+        labels: int64 (E,) or None (no label column).
+        n: int64 (E,) samples used per example (adaptive runs), or None.
+        time: float64 (E,) seconds per example, or None.
+        meta: the run's settings: `key=value` pairs of `#` comment lines, and the sidecar
+            `OUT.meta.json` that `certify` writes (its `n` is the per-example budget).
+        notes: things the reader skipped (e.g. a torn last line), one sentence each.
+    """
+
+    path: str
+    ks: Tuple[int, ...]
+    radius: np.ndarray
+    idx: np.ndarray
+    labels: Optional[np.ndarray] = None
+    n: Optional[np.ndarray] = None
+    time: Optional[np.ndarray] = None
+    meta: Dict[str, object] = field(default_factory=dict)
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.radius.shape[0])
+
+    @property
+    def name(self) -> str:
+        """The file name without directory and extension."""
+        base = os.path.basename(self.path)
+        stem, ext = os.path.splitext(base)
+        return stem if ext.lower() in (".tsv", ".txt", ".csv") and stem else base
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _parse_meta(comment: str, meta: Dict[str, object]) -> None:
+    for token in comment.lstrip("#").split():
+        key, sep, value = token.partition("=")
+        if sep and key:
+            meta[key] = value
+
+
+def _sidecar_meta(path: str) -> Dict[str, object]:
+    """The settings `certify` recorded beside OUT (OUT.meta.json), or {}."""
+    try:
+        with open(path + ".meta.json", "r", encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_results(path: str) -> Results:
+    """Reads one OUT file (see the module docstring).
+
+    A final line without a trailing newline (what a run killed mid-write leaves) is skipped
+    and reported in `notes`. Raises OSError when the file cannot be read, ResultsFormatError
+    (a ValueError, naming the file and line) for anything malformed: no header, no radius@K
+    column, a row with the wrong number of fields, a radius that is not a finite number >= 0,
+    an idx that is not an int or appears twice, no complete rows.
+    """
+    path = os.fspath(path)
+    with open(path, "r", encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    lines = text.split("\n")
+    notes: List[str] = []
+    if lines and lines[-1] == "":
+        lines.pop()  # the file ends with a newline: nothing after it
+    elif lines:
+        torn = lines.pop()
+        if torn.strip():
+            notes.append(
+                f"{path}: ignored line {len(lines) + 1}, which has no newline at the end "
+                "(an interrupted run's unfinished row)"
+            )
+
+    meta: Dict[str, object] = _sidecar_meta(path)
+    header: Optional[List[str]] = None
+    header_line = 0
+    rows: List[Tuple[int, List[str]]] = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            _parse_meta(line, meta)
+            continue
+        if header is None:
+            header, header_line = [name.strip() for name in line.split("\t")], number
+        else:
+            rows.append((number, line.split("\t")))
+    if header is None:
+        if notes:
+            raise ResultsFormatError(f"{path}: its only line (the header) is incomplete")
+        raise ResultsFormatError(f"{path} is empty: expected a header with radius@K columns")
+
+    k_columns: List[Tuple[int, int]] = []  # (k, column)
+    for column, name in enumerate(header):
+        match = _RADIUS_COLUMN.match(name)
+        if match:
+            k = int(match.group(1))
+            if any(k == seen for seen, _ in k_columns):
+                raise ResultsFormatError(f"{path}:{header_line}: column radius@{k} appears twice")
+            k_columns.append((k, column))
+    if not k_columns:
+        hint = ""
+        if "radius" in header:
+            hint = " (a single-k `radius` output names its column `radius`: rename it radius@K)"
+        raise ResultsFormatError(
+            f"{path}:{header_line}: no radius@K columns in the header "
+            f"({' '.join(header)[:80]}){hint}"
+        )
+    if not rows:
+        raise ResultsFormatError(f"{path} has no finished rows (only a header)")
+
+    def column_of(name: str) -> Optional[int]:
+        return header.index(name) if name in header else None
+
+    idx_col, label_col, n_col, time_col = (column_of(c) for c in ("idx", "label", "n", "time"))
+    width = len(header)
+    radius = np.empty((len(rows), len(k_columns)), dtype=np.float64)
+    idx = np.arange(len(rows), dtype=np.int64)
+    labels = np.empty(len(rows), dtype=np.int64) if label_col is not None else None
+    n = np.empty(len(rows), dtype=np.int64) if n_col is not None else None
+    times: Optional[np.ndarray] = np.empty(len(rows)) if time_col is not None else None
+    seen: Dict[int, int] = {}
+
+    for row, (number, fields) in enumerate(rows):
+        where = f"{path}:{number}"
+        if len(fields) != width:
+            raise ResultsFormatError(
+                f"{where}: expected {width} tab-separated fields as in the header, got {len(fields)}"
+            )
+        if idx_col is not None:
+            idx[row] = _parse_int(fields[idx_col], "idx", where)
+            first = seen.setdefault(int(idx[row]), number)
+            if first != number:
+                raise ResultsFormatError(f"{where}: idx {idx[row]} appears twice (first on line {first})")
+        if labels is not None:
+            labels[row] = _parse_int(fields[label_col], "label", where)
+        if n is not None:
+            n[row] = _parse_int(fields[n_col], "n", where)
+        for m, (k, column) in enumerate(k_columns):
+            radius[row, m] = _parse_radius(fields[column], f"radius@{k}", where)
+        if times is not None:
+            try:
+                times[row] = float(fields[time_col])
+            except ValueError:
+                times = None  # time is informational only
+    return Results(
+        path=path,
+        ks=tuple(k for k, _ in k_columns),
+        radius=radius,
+        idx=idx,
+        labels=labels,
+        n=n,
+        time=times,
+        meta=meta,
+        notes=tuple(notes),
+    )
+
+
+def _parse_int(text: str, name: str, where: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ResultsFormatError(f"{where}: {name} must be an integer >= 0, got {text.strip()!r}") from None
+    if value < 0:
+        raise ResultsFormatError(f"{where}: {name} must be an integer >= 0, got {value}")
+    return value
+
+
+def _parse_radius(text: str, name: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ResultsFormatError(f"{where}: {name} must be a finite number >= 0, got {text.strip()!r}")
+    return value
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+def certified_accuracy(radii, rs) -> np.ndarray:
+    """Fraction of examples certified at each radius r: mean(radius > r) (strict).
+
+    radii: (E,) or (E, K) radii (0 = not certified); rs: the radii r to evaluate.
+    Returns float64 (len(rs),) or (len(rs), K).
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    rs = np.asarray(rs, dtype=np.float64).reshape(-1)
+    if radii.ndim not in (1, 2) or radii.shape[0] == 0:
+        raise ValueError(f"radii must be a non-empty (E,) or (E, K) array, got shape {radii.shape}")
+    columns = radii.reshape(radii.shape[0], -1)
+    out = np.empty((rs.size, columns.shape[1]), dtype=np.float64)
+    for m in range(columns.shape[1]):
+        ordered = np.sort(columns[:, m])
+        # number of radii > r = E - number of radii <= r
+        out[:, m] = (ordered.size - np.searchsorted(ordered, rs, side="right")) / ordered.size
+    return out[:, 0] if radii.ndim == 1 else out
+
+
+def default_radii(max_radius: float, step: float = RADIUS_STEP) -> np.ndarray:
+    """0, step, 2 step, ... up to max_radius rounded up to a multiple of step."""
+    top = math.ceil(max(float(max_radius), 0.0) / step - 1e-9)
+    return np.arange(top + 1, dtype=np.float64) * step
+
+
+def clean_radii(rs: Sequence[float]) -> np.ndarray:
+    """User radii: finite and >= 0 (else ValueError), sorted, duplicates removed."""
+    values = np.asarray(list(rs), dtype=np.float64)
+    bad = values[~(np.isfinite(values) & (values >= 0))]
+    if bad.size:
+        raise ValueError(f"radii must be finite numbers >= 0, got {bad[0]!r}")
+    return np.unique(values)
+
+
+def _check_same_examples(results: Sequence[Results]) -> None:
+    first = results[0]
+    order = np.argsort(first.idx)
+    for other in results[1:]:
+        if other.num_examples != first.num_examples or not np.array_equal(
+            np.sort(other.idx), first.idx[order]
+        ):
+            only_first = np.setdiff1d(first.idx, other.idx)
+            only_other = np.setdiff1d(other.idx, first.idx)
+            detail = (
+                f"idx {only_first[0]} is only in {first.path}" if only_first.size
+                else f"idx {only_other[0]} is only in {other.path}"
+            )
+            raise ValueError(
+                f"the envelope needs files over the same examples, but {first.path} has "
+                f"{first.num_examples} and {other.path} has {other.num_examples} ({detail}); "
+                "analyze them one at a time"
+            )
+        if first.labels is not None and other.labels is not None:
+            mine = first.labels[order]
+            theirs = other.labels[np.argsort(other.idx)]
+            differ = np.flatnonzero(mine != theirs)
+            if differ.size:
+                i = int(first.idx[order][differ[0]])
+                raise ValueError(
+                    f"{first.path} and {other.path} disagree on the label of idx {i} "
+                    "(not the same data?); analyze them one at a time"
+                )
+
+
+def envelope(results: Sequence[Results], rs) -> Tuple[Tuple[int, ...], np.ndarray]:
+    """The paper's envelope: per radius and k, the best certified accuracy over the files.
+
+    The files must hold the same examples (same idx set, and the same labels where both have
+    a label column), else ValueError. Returns (ks, acc) with ks every k found in any file
+    (ascending) and acc float64 (len(rs), len(ks)), each k maximised over the files having it.
+    """
+    if not results:
+        raise ValueError("envelope needs at least one file")
+    _check_same_examples(results)
+    rs = np.asarray(rs, dtype=np.float64).reshape(-1)
+    ks = tuple(sorted({k for res in results for k in res.ks}))
+    best = np.zeros((rs.size, len(ks)), dtype=np.float64)
+    for res in results:
+        acc = certified_accuracy(res.radius, rs)
+        for m, k in enumerate(res.ks):
+            column = ks.index(k)
+            best[:, column] = np.maximum(best[:, column], acc[:, m])
+    return ks, best
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def _radius_labels(rs: np.ndarray) -> List[str]:
+    decimals = 2
+    while decimals < 6 and any(abs(r - round(r, decimals)) > 1e-12 for r in rs):
+        decimals += 1
+    return [f"{r:.{decimals}f}" for r in rs]
+
+
+def _table(column_names: Sequence[str], rs: np.ndarray, values: np.ndarray) -> str:
+    """Rows: radius, then one percentage (one decimal) per column; right-aligned."""
+    cells = [["radius", *column_names]]
+    for label, row in zip(_radius_labels(rs), values):
+        cells.append([label, *(f"{100.0 * v:.1f}" for v in row)])
+    widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
+
+
+def format_table(ks: Sequence[int], rs, acc: np.ndarray) -> str:
+    """One file's table: a row per radius, a column per k (`top-K`), percentages."""
+    rs = np.asarray(rs, dtype=np.float64).reshape(-1)
+    return _table([f"top-{k}" for k in ks], rs, np.asarray(acc).reshape(rs.size, len(ks)))
+
+
+def _unique_names(results: Sequence[Results]) -> List[str]:
+    names = [res.name for res in results]
+    if len(set(names)) < len(names):
+        names = [res.path for res in results]
+    if len(set(names)) < len(names):
+        names = [f"{name}#{i + 1}" for i, name in enumerate(names)]
+    return names
+
+
+def format_samples(res: Results, n_max: Optional[int] = None) -> Optional[str]:
+    """The samples an adaptive run spent (its `n` column), or None without one.
+
+    n_max (the per-example budget) defaults to the run's recorded `n` (OUT.meta.json, or an
+    `n=` in a `#` comment line); with it, the line compares to a fixed run drawing n_max for
+    every example.
+    """
+    if res.n is None:
+        return None
+    total, count = int(res.n.sum()), res.num_examples
+    text = (
+        f"samples: {total:,} in all, {total / count:,.0f} per example on average "
+        f"(min {int(res.n.min()):,}, max {int(res.n.max()):,})"
+    )
+    if n_max is None:
+        try:
+            n_max = int(res.meta["n"])  # type: ignore[call-overload]
+        except (KeyError, TypeError, ValueError):
+            n_max = None
+    if n_max:
+        fixed = n_max * count
+        text += f"; a fixed run at n = {n_max:,} draws {fixed:,}"
+        if total > 0:
+            text += f": {fixed / total:.1f}x as many"
+    return text
+
+
+def _format_time(res: Results) -> Optional[str]:
+    if res.time is None:
+        return None
+    total = float(res.time.sum())
+    return f"time: {total:.1f} s in all, {1000.0 * total / res.num_examples:.1f} ms per example"
+
+
+def format_file_report(res: Results, rs, n_max: Optional[int] = None) -> str:
+    """A file's heading, its table, and its samples and time lines."""
+    rs = np.asarray(rs, dtype=np.float64).reshape(-1)
+    lines = [
+        f"{res.path}: {res.num_examples} examples; certified top-k accuracy (%) "
+        "= share with radius > r",
+        format_table(res.ks, rs, certified_accuracy(res.radius, rs)),
+    ]
+    lines += [line for line in (format_samples(res, n_max), _format_time(res)) if line]
+    return "\n".join(lines)
+
+
+def format_envelope_report(results: Sequence[Results], rs, n_max: Optional[int] = None) -> str:
+    """Several files: one block per k with a column per file and the best of them."""
+    rs = np.asarray(rs, dtype=np.float64).reshape(-1)
+    ks, best = envelope(results, rs)
+    names = _unique_names(results)
+    count = results[0].num_examples
+    parts = [
+        f"{len(results)} files over the same {count} examples; certified top-k accuracy (%) "
+        "= share with radius > r; best = the envelope (best file per radius)",
+    ]
+    for name, res in zip(names, results):
+        extra = [line for line in (format_samples(res, n_max), _format_time(res)) if line]
+        parts.append(f"  {name}: {res.path}" + "".join(f"\n    {line}" for line in extra))
+    accs = [certified_accuracy(res.radius, rs) for res in results]
+    for m, k in enumerate(ks):
+        columns, values = [], []
+        for name, res, acc in zip(names, results, accs):
+            if k in res.ks:
+                columns.append(name)
+                values.append(acc[:, res.ks.index(k)])
+        columns.append("best")
+        values.append(best[:, m])
+        parts.append(f"\ntop-{k}\n" + _table(columns, rs, np.stack(values, axis=1)))
+    return "\n".join(parts)
+
+
+# -- plot ---------------------------------------------------------------------------------------
+
+
+def _step_curve(radii: np.ndarray, top: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact points of r -> mean(radii > r) on [0, top], for drawstyle='steps-post'."""
+    xs = np.unique(np.concatenate([[0.0], radii[(radii > 0) & (radii < top)], [top]]))
+    return xs, certified_accuracy(radii, xs)
+
+
+def plot_curves(results: Sequence[Results], path: str, title: Optional[str] = None) -> None:
+    """Certified accuracy against the radius, one curve per k, saved to `path` (format from its
+    extension, e.g. .png). With several files: each file's curves thin, the envelope thick.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no change to the global backend).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'topk-certify[plot]'") from None
+
+    results = list(results)
+    several = len(results) > 1
+    top = max(float(res.radius.max()) for res in results)
+    top = max(top * 1.05, RADIUS_STEP)
+    ks = sorted({k for res in results for k in res.ks})
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = {k: f"C{i % 10}" for i, k in enumerate(ks)}
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    names = _unique_names(results)
+    for f, (name, res) in enumerate(zip(names, results)):
+        for m, k in enumerate(res.ks):
+            xs, ys = _step_curve(res.radius[:, m], top)
+            if several:
+                ax.plot(xs, 100 * ys, drawstyle="steps-post", color=colors[k], lw=0.9, alpha=0.7,
+                        ls=styles[f % len(styles)], label=f"top-{k}, {name}")
+            else:
+                ax.plot(xs, 100 * ys, drawstyle="steps-post", color=colors[k], lw=1.8, label=f"top-{k}")
+    if several:
+        _check_same_examples(results)
+        for k in ks:
+            having = [res.radius[:, res.ks.index(k)] for res in results if k in res.ks]
+            xs = np.unique(np.concatenate([_step_curve(r, top)[0] for r in having]))
+            ys = np.max([certified_accuracy(r, xs) for r in having], axis=0)
+            ax.plot(xs, 100 * ys, drawstyle="steps-post", color=colors[k], lw=2.2, label=f"top-{k}, best")
+    ax.set_xlabel("radius (l2)")
+    ax.set_ylabel("certified top-k accuracy (%)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, 101)
+    ax.grid(True, alpha=0.3)
+    if title is None:
+        count = results[0].num_examples
+        title = (
+            f"certified top-k accuracy, {names[0]} ({count} examples)" if not several
+            else f"certified top-k accuracy, {len(results)} files ({count} examples)"
+        )
+    ax.set_title(title)
+    ax.legend(fontsize="small" if several else "medium", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _radius_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a radius (a number >= 0), got {text!r} (put the OUT files before --radii)"
+        ) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"a radius must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def register(sub) -> None:
+    """Adds `analyze` to the command line's subparsers."""
+    parser = sub.add_parser(
+        "analyze",
+        help="certified top-k accuracy against the radius, from certify output",
+        description="Certified top-k accuracy (the share of examples whose radius@K is strictly "
+        "above r; radius 0 = not certified) at each radius r, for every radius@K column of "
+        "certify's OUT.tsv, as an aligned table in percent. With several files over the same "
+        "examples (e.g. one per sigma): a block per k with a column per file and the best "
+        "(the paper's envelope). Files with an n column (adaptive runs) also get the samples spent.",
+    )
+    parser.add_argument("files", nargs="+", metavar="OUT.tsv", help="certify output file(s)")
+    parser.add_argument(
+        "--radii", type=_radius_arg, nargs="+", metavar="R",
+        help="radii to report (default 0, 0.25, 0.5, ... up to the largest radius in the files)",
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png",
+        help="also draw certified accuracy against the radius, one curve per k (needs matplotlib)",
+    )
+    parser.set_defaults(handler=run_analyze)
+
+
+def analyze_files(
+    paths: Sequence[str],
+    radii: Optional[Sequence[float]] = None,
+    plot: Optional[str] = None,
+    *,
+    n_max: Optional[int] = None,
+    out=None,
+    err=None,
+) -> List[Results]:
+    """What the command does: read, print the report to `out`, notes to `err`, draw `plot`.
+
+    Raises topk_certify.cli.CliError for user errors. Returns the parsed files.
+    """
+    from .cli import CliError
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    results = []
+    for path in paths:
+        try:
+            res = load_results(path)
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"cannot read {path}: not a text file") from None
+        except ResultsFormatError as exc:
+            raise CliError(str(exc)) from None
+        for note in res.notes:
+            err.write(f"topk-certify: warning: {note}\n")
+        results.append(res)
+    if radii is None:
+        rs = default_radii(max(float(res.radius.max()) for res in results))
+    else:
+        try:
+            rs = clean_radii(radii)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if len(results) == 1:
+        report = format_file_report(results[0], rs, n_max)
+    else:
+        try:
+            report = format_envelope_report(results, rs, n_max)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if plot is not None:  # before printing: a failure leaves one error line, no half output
+        try:
+            plot_curves(results, plot)
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
+        except OSError as exc:
+            raise CliError(f"cannot write {plot}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # e.g. an extension matplotlib cannot write
+            raise CliError(f"cannot write {plot}: {exc}") from None
+        report += f"\nplot: {plot}"
+    out.write(report + "\n")
+    out.flush()
+    return results
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    analyze_files(args.files, args.radii, args.plot)
