@@ -36,11 +36,14 @@ test-rust:  ## cargo tests of the pure Rust core
 test-python: $(STAMP_EXT)  ## pytest suite (builds the extension into .venv first)
 	$(PY) -m pytest -q tests
 
-demo: $(STAMP_EXT)  ## train a small model on sklearn digits and certify it end to end
+demo: $(STAMP_EXT)  ## train a small model on sklearn digits, certify it (fixed, then adaptive), analyze
 	$(PY) -m topk_certify demo
+	$(PY) -m topk_certify demo --adaptive
 
-bench: $(STAMP_EXT)  ## speed benchmarks (print ratios measured in one run)
+bench: $(STAMP_EXT)  ## benchmarks (each prints ratios measured in one run)
 	$(PY) benches/bench_certify_counts.py
+	$(PY) benches/bench_sampling.py
+	$(PY) benches/bench_adaptive.py
 
 wheel:  ## build the abi3 wheel into dist/
 	$(PY) -m pip wheel . --no-deps -w dist
