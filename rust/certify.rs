@@ -11,6 +11,9 @@ use crate::radius::topk_radius;
 /// An integer element of a counts or labels array, whatever its numpy dtype.
 pub trait IntValue: Copy + Send + Sync {
     fn to_i128(self) -> i128;
+    fn is_negative(self) -> bool;
+    /// The value as u64 (meaningful when it is not negative).
+    fn to_u64(self) -> u64;
 }
 
 macro_rules! int_value {
@@ -18,6 +21,11 @@ macro_rules! int_value {
         impl IntValue for $t {
             #[inline]
             fn to_i128(self) -> i128 { self as i128 }
+            #[inline]
+            #[allow(unused_comparisons)]
+            fn is_negative(self) -> bool { self < 0 }
+            #[inline]
+            fn to_u64(self) -> u64 { self as u64 }
         }
     )*};
 }
@@ -106,22 +114,96 @@ pub fn certify_batch<T: IntValue>(
     Ok(out)
 }
 
-/// Checks a counts row and returns its entries as u64 with their total.
-fn row_total<T: IntValue>(row: ArrayView1<T>, e: usize) -> CoreResult<u64> {
-    let mut total: u64 = 0;
-    for (j, &c) in row.iter().enumerate() {
-        let v = c.to_i128();
-        if v < 0 {
-            return Err(CoreError::value(format!("counts must be non-negative integers, got {v} at row {e}, column {j}")));
-        }
-        total = u64::try_from(v).ok().and_then(|v| total.checked_add(v)).ok_or_else(|| {
-            CoreError::value(format!("counts in row {e} sum to more than 2**64 - 1; totals must fit in 64 bits"))
-        })?;
+/// One pass over a row: checks every count, sums them, and keeps the `k` largest counts
+/// of the labels other than `label` (largest first), with the label's own count.
+struct RowScan {
+    total: u64,
+    label_count: u64,
+    top: Vec<u64>,
+}
+
+fn scan_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
+    match row.as_slice() {
+        Some(slice) if k <= 32 => scan_slice(slice, e, label, k),
+        Some(slice) => scan_values(slice.iter().copied(), e, label, k),
+        None => scan_values(row.iter().copied(), e, label, k),
+    }
+}
+
+/// The fast path for a contiguous row (the common case, thousands of classes): one
+/// branch-free pass that vectorises (any negative, wrapping sum, max), then the top-k pass
+/// in which most counts are rejected by a single compare. Rows that might overflow or hold
+/// a negative count go to the checked path, which names the problem.
+fn scan_slice<T: IntValue>(slice: &[T], e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
+    let (negative, total, max) = slice.iter().fold((false, 0u64, 0u64), |(neg, sum, max), &v| {
+        let c = v.to_u64();
+        (neg | v.is_negative(), sum.wrapping_add(c), max.max(c))
+    });
+    if negative || (slice.len() as u128) * (max as u128) > u64::MAX as u128 {
+        return scan_values(slice.iter().copied(), e, label, k);
     }
     if total == 0 {
         return Err(CoreError::value(format!("row {e} of counts sums to 0: every row needs at least one sample")));
     }
-    Ok(total)
+    let mut top: Vec<u64> = Vec::with_capacity(k + 1);
+    let mut floor = 0u64;
+    for (j, &v) in slice.iter().enumerate() {
+        let c = v.to_u64();
+        if (c > floor || top.len() < k) && j != label {
+            let pos = top.partition_point(|&x| x >= c);
+            top.insert(pos, c);
+            top.truncate(k);
+            if top.len() == k {
+                floor = top[k - 1];
+            }
+        }
+    }
+    Ok(RowScan { total, label_count: slice[label].to_u64(), top })
+}
+
+fn scan_values<T: IntValue>(values: impl Iterator<Item = T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
+    let mut total: u64 = 0;
+    let mut label_count = 0;
+    // Small k: a sorted buffer, skipping most counts at one compare. Large k: keep every
+    // other count and select afterwards (the buffer's inserts would cost O(C k)).
+    let buffered = k <= 32;
+    let mut top: Vec<u64> = Vec::with_capacity(if buffered { k + 1 } else { 0 });
+    let mut floor = 0u64; // the smallest count in a full `top`: most counts fall below it
+    for (j, v) in values.enumerate() {
+        let wide = v.to_i128();
+        let c = match u64::try_from(wide) {
+            Ok(c) => c,
+            Err(_) => {
+                return Err(CoreError::value(format!(
+                    "counts must be non-negative integers, got {wide} at row {e}, column {j}"
+                )))
+            }
+        };
+        total = total.checked_add(c).ok_or_else(|| {
+            CoreError::value(format!("counts in row {e} sum to more than 2**64 - 1; totals must fit in 64 bits"))
+        })?;
+        if j == label {
+            label_count = c;
+        } else if !buffered {
+            top.push(c);
+        } else if top.len() < k || c > floor {
+            let pos = top.partition_point(|&x| x >= c);
+            top.insert(pos, c);
+            top.truncate(k);
+            if top.len() == k {
+                floor = top[k - 1];
+            }
+        }
+    }
+    if total == 0 {
+        return Err(CoreError::value(format!("row {e} of counts sums to 0: every row needs at least one sample")));
+    }
+    if !buffered {
+        top.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        top.truncate(k);
+        top.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    Ok(RowScan { total, label_count, top })
 }
 
 fn certify_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, params: &Params, out: &mut [f64]) -> CoreResult<()> {
@@ -129,22 +211,20 @@ fn certify_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, params: &P
     if label < 0 || label as usize >= num_classes {
         return Err(CoreError::value(format!("labels must be in [0, C) = [0, {num_classes}), got {label} for row {e}")));
     }
-    let label = label as usize;
-    let n = row_total(row, e)?;
-    let c_of = |j: usize| row[j].to_i128() as u64;
+    let kmax = *params.ks.iter().max().expect("validated non-empty");
+    let scan = scan_row(row, e, label as usize, kmax)?;
     let alpha = match params.bound {
         Bound::Simuem => params.alpha / num_classes as f64,
         Bound::Binocp => params.alpha,
     };
-    let pl = bounds::lower(c_of(label), n, alpha);
+    let pl = bounds::lower(scan.label_count, scan.total, alpha);
     if pl.p <= 0.0 {
         out.fill(0.0);
         return Ok(());
     }
-    let kmax = *params.ks.iter().max().expect("validated non-empty");
     let ubs = match params.bound {
         Bound::Binocp => vec![pl.q; kmax],
-        Bound::Simuem => top_upper_bounds(row, label, kmax, n, alpha, pl),
+        Bound::Simuem => upper_bounds(&scan.top, scan.total, alpha, pl),
     };
     for (slot, &k) in out.iter_mut().zip(&params.ks) {
         *slot = topk_radius(pl, &ubs[..k], params.sigma);
@@ -152,13 +232,12 @@ fn certify_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, params: &P
     Ok(())
 }
 
-/// The kmax largest upper bounds among the other labels, largest first, clipped to 1 - pl.
-/// The upper bound grows with the count, so only the kmax largest counts need a quantile.
-fn top_upper_bounds<T: IntValue>(row: ArrayView1<T>, label: usize, kmax: usize, n: u64, alpha: f64, pl: Prob) -> Vec<f64> {
-    let top = largest_counts(row, label, kmax);
-    let mut ubs = Vec::with_capacity(kmax);
+/// Upper bounds of the largest other counts (largest first), clipped to 1 - pl. The upper
+/// bound grows with the count, so only the kmax largest counts need a quantile.
+fn upper_bounds(top: &[u64], n: u64, alpha: f64, pl: Prob) -> Vec<f64> {
+    let mut ubs = Vec::with_capacity(top.len());
     let mut prev: Option<(u64, f64)> = None;
-    for c in top {
+    for &c in top {
         let ub = match prev {
             Some((pc, pu)) if pc == c => pu, // equal counts, equal bounds
             _ => bounds::upper(c, n, alpha).p.min(pl.q),
@@ -167,30 +246,6 @@ fn top_upper_bounds<T: IntValue>(row: ArrayView1<T>, label: usize, kmax: usize, 
         ubs.push(ub);
     }
     ubs
-}
-
-/// The k largest counts of the row without column `skip`, largest first.
-fn largest_counts<T: IntValue>(row: ArrayView1<T>, skip: usize, k: usize) -> Vec<u64> {
-    let others = row.iter().enumerate().filter(|&(j, _)| j != skip).map(|(_, &c)| c.to_i128() as u64);
-    if k <= 16 {
-        // One pass with a small sorted buffer: cheaper than a selection for the usual k.
-        let mut top: Vec<u64> = Vec::with_capacity(k + 1);
-        for c in others {
-            if top.len() == k && c <= top[k - 1] {
-                continue;
-            }
-            let pos = top.partition_point(|&x| x >= c);
-            top.insert(pos, c);
-            top.truncate(k);
-        }
-        top
-    } else {
-        let mut all: Vec<u64> = others.collect();
-        all.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-        all.truncate(k);
-        all.sort_unstable_by(|a, b| b.cmp(a));
-        all
-    }
 }
 
 #[cfg(test)]
@@ -226,13 +281,19 @@ mod tests {
     }
 
     #[test]
-    fn largest_counts_agree_with_a_sort() {
+    fn scan_keeps_the_largest_other_counts_and_the_total() {
         let row = ndarray::Array1::from_iter((0..100u64).map(|i| (i * 7919) % 113));
-        for k in [1, 5, 16, 17, 40] {
+        for k in [1, 5, 16, 17, 40, 99] {
             let mut expect: Vec<u64> = row.iter().enumerate().filter(|&(j, _)| j != 3).map(|(_, &c)| c).collect();
             expect.sort_unstable_by(|a, b| b.cmp(a));
             expect.truncate(k);
-            assert_eq!(largest_counts(row.view(), 3, k), expect);
+            let scan = scan_row(row.view(), 0, 3, k).unwrap();
+            assert_eq!(scan.top, expect);
+            assert_eq!(scan.total, row.sum());
+            assert_eq!(scan.label_count, row[3]);
+            // A strided view goes through the generic path to the same answer.
+            let wide = ndarray::Array2::from_shape_fn((100, 2), |(i, j)| if j == 0 { row[i] } else { 7 });
+            assert_eq!(scan_row(wide.column(0), 0, 3, k).unwrap().top, expect);
         }
     }
 

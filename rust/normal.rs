@@ -37,6 +37,21 @@ pub fn ln_cdf(x: f64) -> f64 {
     }
 }
 
+/// (ln Phi(x), phi(x) / Phi(x)) with one erfc: the log-cdf and the inverse Mills ratio
+/// that Newton and Halley steps on ln Phi need.
+pub fn ln_cdf_and_mills(x: f64) -> (f64, f64) {
+    if x > 0.0 {
+        let q = 0.5 * erfc(x * FRAC_1_SQRT_2);
+        (log1p(-q), pdf(x) / (1.0 - q))
+    } else if x > -37.0 {
+        let p = 0.5 * erfc(-x * FRAC_1_SQRT_2);
+        (log(p), pdf(x) / p)
+    } else {
+        let ln_p = ln_cdf(x);
+        (ln_p, exp(ln_pdf(x) - ln_p))
+    }
+}
+
 /// Phi^-1(p) for p in (0, 1): Wichura's AS 241 (PPND16), then one Newton step on
 /// Phi to absorb the last rounding of the rational approximation.
 pub fn ppf(p: f64) -> f64 {
@@ -174,6 +189,16 @@ mod tests {
         for &p in &[1e-200, 1e-30, 1e-8, 0.001, 0.1, 0.3, 0.5, 0.7, 0.9, 0.999, 1.0 - 1e-12] {
             let z = ppf(p);
             assert!(((cdf(z) - p) / p).abs() < 1e-13, "p = {p}");
+        }
+    }
+
+    #[test]
+    fn mills_matches_its_definition() {
+        for &x in &[-50.0, -37.5, -36.0, -5.0, -0.3, 0.0, 0.7, 4.0, 9.0] {
+            let (l, m) = ln_cdf_and_mills(x);
+            assert!((l - ln_cdf(x)).abs() <= 1e-15 * l.abs().max(1e-300) + 1e-300, "x = {x}");
+            let expect = libm::exp(ln_pdf(x) - ln_cdf(x));
+            assert!(((m - expect) / expect).abs() < 1e-13, "x = {x}: {m} vs {expect}");
         }
     }
 

@@ -15,18 +15,32 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
     let k = top_ubs.len();
     // Phi^-1(pl) from whichever side of pl is precise.
     let a = if pl.p > 0.5 { -normal::ppf(pl.q) } else { normal::ppf(pl.p) };
-    let mut best = 0.0f64;
+    // S_t = the t smallest of the k bounds: sums[t - 1] grows from the end of the list.
+    let mut sums = [0.0f64; 64];
+    let mut sum_vec = Vec::new();
+    let sums: &mut [f64] = if k <= 64 { &mut sums[..k] } else { sum_vec.resize(k, 0.0); &mut sum_vec };
     let mut sum = 0.0;
-    // S_t = the t smallest of the k bounds: grow the sum from the end of the list.
     for t in 1..=k {
         sum += top_ubs[k - t];
-        let clipped = sum >= pl.q;
-        let ps = if clipped { pl.q } else { sum };
+        sums[t - 1] = sum;
+    }
+    let mut best = 0.0f64;
+    // Largest t first: it usually gives the largest root, and a t whose equation already
+    // fails at the best radius so far (h_t(best) <= 0, h_t decreasing) cannot beat it.
+    for t in (1..=k).rev() {
+        let clipped = sums[t - 1] >= pl.q;
+        let ps = if clipped { pl.q } else { sums[t - 1] };
         if pl.p <= ps / t as f64 {
             continue;
         }
         // Phi^-1(1 - pl) is exactly -a: keep it exact when the sum was clipped.
         let b = if clipped { -a } else { normal::ppf(ps) };
+        if best > 0.0 {
+            let u = best / sigma;
+            if normal::ln_cdf(a - u) - normal::ln_cdf(b + u) + libm::log(t as f64) <= 0.0 {
+                continue;
+            }
+        }
         let u = if t == 1 { 0.5 * (a - b) } else { solve_root(a, b, t as f64) };
         best = best.max(sigma * u);
     }
@@ -35,46 +49,56 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
 
 /// The root u > 0 of Phi(a - u) = Phi(b + u) / t for t >= 2, given Phi(a) > Phi(b) / t.
 ///
-/// Solved in logs, g(u) = ln Phi(a - u) - ln Phi(b + u) + ln t, which is strictly
-/// decreasing and keeps its precision when both sides are tiny. Newton's method inside
-/// a bracket that only shrinks, falling back to bisection, until the step is below an
-/// ulp of u: no tolerance, no cap on u.
+/// With m = (a + b) / 2 and u = (a - b) / 2 + d the equation is Phi(m - d) = Phi(m + d) / t,
+/// so in logs g(d) = ln Phi(m - d) - ln Phi(m + d) + ln t = 0, strictly decreasing, with
+/// g(0) = ln t > 0: the root is d > 0. Start from the linearisation at d = 0, then Halley
+/// steps (g' and g'' come from the inverse Mills ratio M = phi / Phi with one erfc per
+/// side) inside a bracket that only shrinks. Stops at an ulp of u: no tolerance, no cap.
 fn solve_root(a: f64, b: f64, t: f64) -> f64 {
     let ln_t = libm::log(t);
-    let g = |u: f64| normal::ln_cdf(a - u) - normal::ln_cdf(b + u) + ln_t;
-    // g((a - b) / 2) = ln t > 0, so the root lies right of both 0 and (a - b) / 2.
-    let mut lo = (0.5 * (a - b)).max(0.0);
-    let mut width = 1.0;
-    let mut hi = lo + width;
-    while g(hi) > 0.0 {
-        lo = hi;
-        width *= 2.0;
-        hi = lo + width;
-        if !hi.is_finite() {
-            return lo;
-        }
-    }
-    let mut u = lo;
-    for _ in 0..300 {
-        let gu = g(u);
-        if gu > 0.0 {
-            lo = u;
-        } else if gu < 0.0 {
-            hi = u;
+    let m = 0.5 * (a + b);
+    let half_gap = 0.5 * (a - b);
+    let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    let (_, m0) = normal::ln_cdf_and_mills(m);
+    let mut d = ln_t / (2.0 * m0);
+    for _ in 0..200 {
+        let (ln_left, m_left) = normal::ln_cdf_and_mills(m - d);
+        let (ln_right, m_right) = normal::ln_cdf_and_mills(m + d);
+        let g = ln_left - ln_right + ln_t;
+        if g > 0.0 {
+            lo = d;
+        } else if g < 0.0 {
+            hi = d;
         } else {
-            return u;
+            return half_gap + d;
         }
-        // g'(u) = -(M(a - u) + M(b + u)) with the inverse Mills ratio M = phi / Phi.
-        let mills = |x: f64| libm::exp(normal::ln_pdf(x) - normal::ln_cdf(x));
-        let slope = -(mills(a - u) + mills(b + u));
-        let newton = u - gu / slope;
-        let next = if newton > lo && newton < hi { newton } else { 0.5 * (lo + hi) };
-        if (next - u).abs() <= 2.0 * f64::EPSILON * u.abs() || hi - lo <= 2.0 * f64::EPSILON * hi {
-            return next;
+        // g' = -(M(m - d) + M(m + d)); g'' from M'(x) = -M(x) (x + M(x)).
+        let slope = -(m_left + m_right);
+        let curve = -m_left * (m - d + m_left) + m_right * (m + d + m_right);
+        let newton = g / slope;
+        let halley = 1.0 - 0.5 * newton * curve / slope;
+        let step = if halley > 0.5 && halley < 2.0 { newton / halley } else { newton };
+        let next = d - step;
+        let u_scale = (half_gap + d).abs().max(f64::MIN_POSITIVE);
+        // A Halley step from error e leaves O(e^3): below 1e-6 the root is reached.
+        if step.is_finite() && (step.abs() <= 1e-6 * u_scale || step.abs() <= 2.0 * f64::EPSILON * u_scale) {
+            if next > lo && next < hi || step.abs() <= 2.0 * f64::EPSILON * u_scale {
+                return half_gap + next;
+            }
         }
-        u = next;
+        d = if step.is_finite() && next > lo && next < hi {
+            next
+        } else if hi.is_finite() {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                return half_gap + d;
+            }
+            mid
+        } else {
+            2.0 * lo.max(0.5)
+        };
     }
-    u
+    half_gap + d
 }
 
 #[cfg(test)]
