@@ -2,6 +2,7 @@
 
     python benches/bench_sampling.py                      # small CNN, 3x32x32, CPU (2 threads)
     python benches/bench_sampling.py --counting           # where to count the labels
+    python benches/bench_sampling.py --steady-malloc      # steadier CPU timings (see --help)
     python benches/bench_sampling.py --device cuda --model resnet50   # on a GPU
 
 The bare loop does the same work as certify_batch with nothing around it: per example, batch
@@ -10,15 +11,29 @@ input, run the model under inference_mode, torch.bincount the argmax. certify_ba
 take at most 1.10x its time, and less where n is small next to batch_size (it packs several
 examples into each forward pass; the bare loop runs one short pass per example).
 
-With --model resnet50 (torchvision's if installed, else the same architecture defined here;
-random weights, timing only) the reference is also a bare forward-pass loop over one fixed
-batch: samples/s of the network alone, the most any sampler can reach.
+With --model resnet50 (torchvision's if installed, else the same architecture defined here,
+25,557,032 parameters like torchvision's; random weights, timing only) the reference is also
+a bare forward-pass loop over one fixed batch of noisy inputs: samples/s of the network
+alone, the most any sampler can reach.
+
+Measured on a 2-core VM shared with other jobs (torch 2.15, --steady-malloc, best of 5):
+  E=8,   n=2000, batch 500:   certify_batch / bare loop = 1.005 (2 threads, wall clock),
+                              0.985 (1 thread, CPU time)
+  E=100, n=100,  batch 1000:  0.929 (2 threads), 1.063 (1 thread): 16,300 samples/s against
+                              15,100; the network alone runs 17,100 samples/s at batch 100 and
+                              18,800 at batch 1000, so packing can gain little on this CPU.
+Without --steady-malloc the same runs swing between 0.6x and 2x from one run to the next
+(page faults on the CNN's 32 MB activations and other jobs on the two cores), for both
+samplers alike: with glibc's malloc keeping its memory, 12 paired runs gave a median ratio
+of 0.998 (0.95 to 1.02).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -105,9 +120,17 @@ def bare_loop(model, x, *, sigma, n, batch_size, num_classes, seed=0):
     return counts.cpu().numpy()
 
 
-def bare_forward(model, x, *, total, batch_size):
-    """Forward passes alone over one fixed batch: the network's own speed."""
-    batch = x[:1].expand(batch_size, *x.shape[1:]).contiguous()
+def bare_forward(model, x, *, total, batch_size, sigma=0.25):
+    """Forward passes alone over one fixed batch of noisy inputs: the network's own speed.
+
+    (Distinct rows: on a CPU a batch of identical rows runs up to 1.6x faster, the branches
+    of max-pooling being predictable, which no real sampler can have.)
+    """
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    noise = torch.randn(
+        (batch_size, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
+    )
+    batch = x[0] + sigma * noise
     model.eval()
     with torch.inference_mode():
         for _ in range(total // batch_size):
@@ -213,13 +236,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--counting", action="store_true", help="only the counting comparison")
+    parser.add_argument("--n", type=int, default=None, help="resnet50: samples per example")
+    parser.add_argument("--examples", type=int, default=4, help="resnet50: examples")
+    parser.add_argument("--batch-size", type=int, default=400, help="resnet50: batch size")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument(
         "--cpu-time", action="store_true",
         help="time with the process's CPU time instead of the wall clock: steadier on a "
         "machine shared with other jobs (use with --threads 1; CPU device only)",
     )
+    parser.add_argument(
+        "--steady-malloc", action="store_true",
+        help="rerun with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
+        "MALLOC_TRIM_THRESHOLD_): otherwise the model's big intermediate tensors are "
+        "returned to the OS and page-faulted back, and CPU timings swing by +-30%% with "
+        "the order of allocations, whichever sampler runs",
+    )
     args = parser.parse_args()
+    if args.steady_malloc and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4000000000",
+               "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
@@ -263,9 +300,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         model = resnet50().to(device, dtype).eval()
-        x = torch.rand(4, 3, 224, 224, device=device, dtype=dtype)
-        n = 4000 if device.type == "cuda" else 400
-        compare(model, x, sigma=0.25, n=n, batch_size=400, num_classes=1000,
+        x = torch.rand(args.examples, 3, 224, 224, device=device, dtype=dtype)
+        n = args.n or (4000 if device.type == "cuda" else 400)
+        compare(model, x, sigma=0.25, n=n, batch_size=args.batch_size, num_classes=1000,
                 repeats=args.repeats, device=device, forward_too=True)
 
 

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 import topk_certify as tc
 from test_smoothing_models import IntervalClassifier, LinearBinary, Recorder
