@@ -12,7 +12,19 @@
 //! (`solve_lower`) gets every derivative of ln I from one evaluation, so one evaluation
 //! from a fair start usually ends it (`taylor_step`).
 
-use libm::{exp, expm1, lgamma, log, log1p};
+use libm::lgamma;
+
+/// exp, log, log1p, expm1 from the platform's libm (glibc picks FMA versions at run
+/// time, faster than the portable `libm` crate); erfc and lgamma, which std lacks, from it.
+#[inline]
+fn exp(x: f64) -> f64 { x.exp() }
+#[inline]
+fn log(x: f64) -> f64 { x.ln() }
+#[inline]
+fn log1p(x: f64) -> f64 { x.ln_1p() }
+#[inline]
+fn expm1(x: f64) -> f64 { x.exp_m1() }
+
 
 /// A probability together with its complement, each to full relative precision.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -615,10 +627,10 @@ pub fn quantile(a: f64, b: f64, target: Prob) -> Prob {
 /// so the step solves G's Taylor polynomial instead of its tangent, and is accepted
 /// without another evaluation once the bound on what it leaves is below half an ulp.
 fn solve_lower(a: f64, b: f64, target: f64) -> Prob {
-    let ln_target = log(target);
+    let (ln_target, z) = target_constants(target);
     let mut lo = Prob { p: 0.0, q: 1.0 };
     let mut hi = Prob { p: 1.0, q: 0.0 };
-    let mut x = initial_guess(a, b, target, ln_target);
+    let mut x = initial_guess(a, b, z, ln_target);
     let uniform = Uniform::new(a, b);
     for _ in 0..200 {
         let (ln_lower, slope) = match uniform.and_then(|u| u.eval(x)) {
@@ -800,8 +812,26 @@ const LN_FACTORIAL: [f64; 31] = [
 /// A start close enough that Newton needs a handful of steps: a Cornish-Fisher normal
 /// approximation in the bulk, gamma (Wilson-Hilferty) approximations where one side is
 /// small, the power law of the far lower tail where those leave (0, 1).
-fn initial_guess(a: f64, b: f64, target: f64, ln_target: f64) -> Prob {
-    let z = crate::normal::ppf_approx(target); // negative: lower tail
+/// (ln target, Phi^-1(target)) for a tail mass. A batch asks for the same mass again and
+/// again (alpha / C for every bound), so each thread remembers the last one.
+fn target_constants(target: f64) -> (f64, f64) {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(f64, f64, f64)> = const { Cell::new((f64::NAN, 0.0, 0.0)) };
+    }
+    LAST.with(|last| {
+        let (t, ln_t, z) = last.get();
+        if t == target {
+            return (ln_t, z);
+        }
+        let (ln_t, z) = (log(target), crate::normal::ppf_approx(target));
+        last.set((target, ln_t, z));
+        (ln_t, z)
+    })
+}
+
+/// `z` is Phi^-1 of the target (negative: a lower tail), `ln_target` its log.
+fn initial_guess(a: f64, b: f64, z: f64, ln_target: f64) -> Prob {
     let n = a + b;
     let (small, large) = (a.min(b), a.max(b));
     // Out in the tail of a very skewed Beta the gamma limit below is the better start.
