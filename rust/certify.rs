@@ -7,6 +7,7 @@ use crate::beta::Prob;
 use crate::bounds;
 use crate::error::{CoreError, CoreResult};
 use crate::radius::topk_radius;
+use crate::scan::{scan_row, RowScan};
 
 /// An integer element of a counts or labels array, whatever its numpy dtype.
 pub trait IntValue: Copy + Send + Sync {
@@ -100,119 +101,34 @@ pub fn certify_batch<T: IntValue>(
     params.validate(num_classes)?;
     let width = params.ks.len();
     let mut out = vec![0.0f64; rows * width];
-    let run = |(e, slot): (usize, &mut [f64])| {
-        certify_row(counts.row(e), e, labels[e], params, slot).map_err(|err| (e, err))
+    let kmax = *params.ks.iter().max().expect("validated non-empty");
+    let run = |(e, slot): (usize, &mut [f64])| -> Result<(), (usize, CoreError)> {
+        let scan = scan_labelled_row(counts.row(e), e, labels[e], kmax).map_err(|err| (e, err))?;
+        certify_scan(&scan, num_classes, params, slot);
+        Ok(())
     };
-    let result = if parallel {
-        out.par_chunks_mut(width).enumerate().map(run).collect::<Vec<_>>()
+    let first_error = if parallel {
+        out.par_chunks_mut(width).enumerate().map(run).filter_map(Result::err).min_by_key(|(e, _)| *e)
     } else {
-        out.chunks_mut(width).enumerate().map(run).collect::<Vec<_>>()
+        out.chunks_mut(width).enumerate().map(run).filter_map(Result::err).next()
     };
-    if let Some((_, err)) = result.into_iter().filter_map(Result::err).min_by_key(|(e, _)| *e) {
-        return Err(err);
-    }
-    Ok(out)
-}
-
-/// One pass over a row: checks every count, sums them, and keeps the `k` largest counts
-/// of the labels other than `label` (largest first), with the label's own count.
-struct RowScan {
-    total: u64,
-    label_count: u64,
-    top: Vec<u64>,
-}
-
-fn scan_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
-    match row.as_slice() {
-        Some(slice) if k <= 32 => scan_slice(slice, e, label, k),
-        Some(slice) => scan_values(slice.iter().copied(), e, label, k),
-        None => scan_values(row.iter().copied(), e, label, k),
+    match first_error {
+        Some((_, err)) => Err(err),
+        None => Ok(out),
     }
 }
 
-/// The fast path for a contiguous row (the common case, thousands of classes): one
-/// branch-free pass that vectorises (any negative, wrapping sum, max), then the top-k pass
-/// in which most counts are rejected by a single compare. Rows that might overflow or hold
-/// a negative count go to the checked path, which names the problem.
-fn scan_slice<T: IntValue>(slice: &[T], e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
-    let (negative, total, max) = slice.iter().fold((false, 0u64, 0u64), |(neg, sum, max), &v| {
-        let c = v.to_u64();
-        (neg | v.is_negative(), sum.wrapping_add(c), max.max(c))
-    });
-    if negative || (slice.len() as u128) * (max as u128) > u64::MAX as u128 {
-        return scan_values(slice.iter().copied(), e, label, k);
-    }
-    if total == 0 {
-        return Err(CoreError::value(format!("row {e} of counts sums to 0: every row needs at least one sample")));
-    }
-    let mut top: Vec<u64> = Vec::with_capacity(k + 1);
-    let mut floor = 0u64;
-    for (j, &v) in slice.iter().enumerate() {
-        let c = v.to_u64();
-        if (c > floor || top.len() < k) && j != label {
-            let pos = top.partition_point(|&x| x >= c);
-            top.insert(pos, c);
-            top.truncate(k);
-            if top.len() == k {
-                floor = top[k - 1];
-            }
-        }
-    }
-    Ok(RowScan { total, label_count: slice[label].to_u64(), top })
-}
-
-fn scan_values<T: IntValue>(values: impl Iterator<Item = T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
-    let mut total: u64 = 0;
-    let mut label_count = 0;
-    // Small k: a sorted buffer, skipping most counts at one compare. Large k: keep every
-    // other count and select afterwards (the buffer's inserts would cost O(C k)).
-    let buffered = k <= 32;
-    let mut top: Vec<u64> = Vec::with_capacity(if buffered { k + 1 } else { 0 });
-    let mut floor = 0u64; // the smallest count in a full `top`: most counts fall below it
-    for (j, v) in values.enumerate() {
-        let wide = v.to_i128();
-        let c = match u64::try_from(wide) {
-            Ok(c) => c,
-            Err(_) => {
-                return Err(CoreError::value(format!(
-                    "counts must be non-negative integers, got {wide} at row {e}, column {j}"
-                )))
-            }
-        };
-        total = total.checked_add(c).ok_or_else(|| {
-            CoreError::value(format!("counts in row {e} sum to more than 2**64 - 1; totals must fit in 64 bits"))
-        })?;
-        if j == label {
-            label_count = c;
-        } else if !buffered {
-            top.push(c);
-        } else if top.len() < k || c > floor {
-            let pos = top.partition_point(|&x| x >= c);
-            top.insert(pos, c);
-            top.truncate(k);
-            if top.len() == k {
-                floor = top[k - 1];
-            }
-        }
-    }
-    if total == 0 {
-        return Err(CoreError::value(format!("row {e} of counts sums to 0: every row needs at least one sample")));
-    }
-    if !buffered {
-        top.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-        top.truncate(k);
-        top.sort_unstable_by(|a, b| b.cmp(a));
-    }
-    Ok(RowScan { total, label_count, top })
-}
-
-fn certify_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, params: &Params, out: &mut [f64]) -> CoreResult<()> {
+fn scan_labelled_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, kmax: usize) -> CoreResult<RowScan> {
     let num_classes = row.len();
     if label < 0 || label as usize >= num_classes {
         return Err(CoreError::value(format!("labels must be in [0, C) = [0, {num_classes}), got {label} for row {e}")));
     }
-    let kmax = *params.ks.iter().max().expect("validated non-empty");
-    let scan = scan_row(row, e, label as usize, kmax)?;
+    scan_row(row, e, label as usize, kmax)
+}
+
+/// One row's radii, one per k of `params`, into `out`.
+fn certify_scan(scan: &RowScan, num_classes: usize, params: &Params, out: &mut [f64]) {
+    let top = scan.top();
     let alpha = match params.bound {
         Bound::Simuem => params.alpha / num_classes as f64,
         Bound::Binocp => params.alpha,
@@ -220,32 +136,37 @@ fn certify_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, params: &P
     let pl = bounds::lower(scan.label_count, scan.total, alpha);
     if pl.p <= 0.0 {
         out.fill(0.0);
-        return Ok(());
+        return;
     }
-    let ubs = match params.bound {
-        Bound::Binocp => vec![pl.q; kmax],
-        Bound::Simuem => upper_bounds(&scan.top, scan.total, alpha, pl),
+    let (mut stack, mut heap) = ([0.0f64; 32], Vec::new());
+    let ubs: &mut [f64] = if top.len() <= stack.len() {
+        &mut stack[..top.len()]
+    } else {
+        heap.resize(top.len(), 0.0);
+        &mut heap
     };
+    match params.bound {
+        Bound::Binocp => ubs.fill(pl.q),
+        Bound::Simuem => upper_bounds(top, scan.total, alpha, pl, ubs),
+    }
     for (slot, &k) in out.iter_mut().zip(&params.ks) {
         *slot = topk_radius(pl, &ubs[..k], params.sigma);
     }
-    Ok(())
 }
 
-/// Upper bounds of the largest other counts (largest first), clipped to 1 - pl. The upper
-/// bound grows with the count, so only the kmax largest counts need a quantile.
-fn upper_bounds(top: &[u64], n: u64, alpha: f64, pl: Prob) -> Vec<f64> {
-    let mut ubs = Vec::with_capacity(top.len());
+/// Upper bounds of the largest other counts (largest first) into `ubs`, clipped to
+/// 1 - pl. The upper bound grows with the count, so only the kmax largest counts need a
+/// quantile.
+fn upper_bounds(top: &[u64], n: u64, alpha: f64, pl: Prob, ubs: &mut [f64]) {
     let mut prev: Option<(u64, f64)> = None;
-    for &c in top {
+    for (&c, slot) in top.iter().zip(ubs) {
         let ub = match prev {
             Some((pc, pu)) if pc == c => pu, // equal counts, equal bounds
-            _ => bounds::upper(c, n, alpha).p.min(pl.q),
+            _ => bounds::upper_memoized(c, n, alpha).min(pl.q),
         };
         prev = Some((c, ub));
-        ubs.push(ub);
+        *slot = ub;
     }
-    ubs
 }
 
 #[cfg(test)]
@@ -278,23 +199,6 @@ mod tests {
         // Top-1 is not certified for a 30% label, top-3 is.
         assert_eq!(all[4], 0.0);
         assert!(all[4 + 2] > 0.0);
-    }
-
-    #[test]
-    fn scan_keeps_the_largest_other_counts_and_the_total() {
-        let row = ndarray::Array1::from_iter((0..100u64).map(|i| (i * 7919) % 113));
-        for k in [1, 5, 16, 17, 40, 99] {
-            let mut expect: Vec<u64> = row.iter().enumerate().filter(|&(j, _)| j != 3).map(|(_, &c)| c).collect();
-            expect.sort_unstable_by(|a, b| b.cmp(a));
-            expect.truncate(k);
-            let scan = scan_row(row.view(), 0, 3, k).unwrap();
-            assert_eq!(scan.top, expect);
-            assert_eq!(scan.total, row.sum());
-            assert_eq!(scan.label_count, row[3]);
-            // A strided view goes through the generic path to the same answer.
-            let wide = ndarray::Array2::from_shape_fn((100, 2), |(i, j)| if j == 0 { row[i] } else { 7 });
-            assert_eq!(scan_row(wide.column(0), 0, 3, k).unwrap().top, expect);
-        }
     }
 
     #[test]

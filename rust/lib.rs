@@ -9,6 +9,7 @@ pub mod count;
 pub mod error;
 pub mod normal;
 pub mod radius;
+pub mod scan;
 
 #[cfg(feature = "python")]
 mod python;

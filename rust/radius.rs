@@ -25,6 +25,8 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
         sums[t - 1] = sum;
     }
     let mut best = 0.0f64;
+    // ln Phi(a - best / sigma), the left side of every pruning test at the current best.
+    let mut ln_left_at_best = 0.0f64;
     // Largest t first: it usually gives the largest root, and a t whose equation already
     // fails at the best radius so far (h_t(best) <= 0, h_t decreasing) cannot beat it.
     for t in (1..=k).rev() {
@@ -33,16 +35,22 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
         if pl.p <= ps / t as f64 {
             continue;
         }
-        // Phi^-1(1 - pl) is exactly -a: keep it exact when the sum was clipped.
-        let b = if clipped { -a } else { normal::ppf(ps) };
         if best > 0.0 {
-            let u = best / sigma;
-            if normal::ln_cdf(a - u) - normal::ln_cdf(b + u) + libm::log(t as f64) <= 0.0 {
+            // The test may use Phi^-1 without its last Newton step: where that changes its
+            // verdict, R_t and best agree to about 1e-15, and keeping best is then at most
+            // that much below the exact radius, never above it.
+            let b = if clipped { -a } else { normal::ppf_approx(ps) };
+            if ln_left_at_best - normal::ln_cdf(b + best / sigma) + f64::ln(t as f64) <= 0.0 {
                 continue;
             }
         }
+        // Phi^-1(1 - pl) is exactly -a: keep it exact when the sum was clipped.
+        let b = if clipped { -a } else { normal::ppf(ps) };
         let u = if t == 1 { 0.5 * (a - b) } else { solve_root(a, b, t as f64) };
-        best = best.max(sigma * u);
+        if sigma * u > best {
+            best = sigma * u;
+            ln_left_at_best = normal::ln_cdf(a - u);
+        }
     }
     best
 }
@@ -55,7 +63,7 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
 /// steps (g' and g'' come from the inverse Mills ratio M = phi / Phi with one erfc per
 /// side) inside a bracket that only shrinks. Stops at an ulp of u: no tolerance, no cap.
 fn solve_root(a: f64, b: f64, t: f64) -> f64 {
-    let ln_t = libm::log(t);
+    let ln_t = f64::ln(t);
     let m = 0.5 * (a + b);
     let half_gap = 0.5 * (a - b);
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
