@@ -33,3 +33,7 @@ def make_linear():
 
 linear = Linear()
 not_a_model = 42
+
+
+def broken_factory():
+    raise RuntimeError("cannot build the model")

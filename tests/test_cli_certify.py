@@ -204,6 +204,60 @@ def test_bad_inputs_exit_2_with_one_line_and_nothing_written(tmp_path, data, cas
     assert not out.exists() and not Path(str(out) + ".meta.json").exists()
 
 
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("factory_raises", "calling broken_factory() failed: RuntimeError: cannot build"),
+        ("data_shape_does_not_fit", "the model fails on the data's inputs"),
+        ("repeated_k", "must be distinct"),
+        ("adaptive_negative_radius", "radii must be >= 0"),
+        ("adaptive_nan_radius", "radii must be finite"),
+        ("adaptive_n_too_small", "cannot certify anything"),
+        ("counts_unwritable", "cannot write"),
+        ("counts_is_output", "name the same file"),
+        ("counts_exists", "already exists"),
+    ],
+)
+def test_settings_are_all_checked_before_any_file_is_written(tmp_path, data, case, message):
+    """Errors found from the settings alone leave no OUT, meta or counts file behind (a
+    header-only OUT would make the corrected command refuse to start)."""
+    path, x, y = data
+    model, data_path, out = f"{MODELS}:linear", path, tmp_path / "out.tsv"
+    counts = tmp_path / "counts.txt"
+    args = list(BASE)
+    if case == "factory_raises":
+        model = f"{MODELS}:broken_factory"
+    elif case == "data_shape_does_not_fit":
+        data_path = tmp_path / "wide.npz"
+        np.savez(data_path, x=np.zeros((NUM, 7), dtype=np.float32), y=y)
+    elif case == "repeated_k":
+        args[args.index("--k") + 1 : args.index("--k") + 3] = ["3", "1", "3"]
+    elif case.startswith("adaptive"):
+        args += ["--adaptive"]
+        if case == "adaptive_negative_radius":
+            args += ["--radii", "0.25", "-1"]
+        elif case == "adaptive_nan_radius":
+            args += ["--radii", "nan"]
+        else:
+            args[args.index("--n") + 1] = "5"
+    elif case == "counts_unwritable":
+        counts = tmp_path / "no_such_dir" / "counts.txt"
+    elif case == "counts_is_output":
+        counts = out
+    elif case == "counts_exists":
+        counts.write_text("precious\n")
+    run = cli("certify", "--model", model, "--data", data_path, *args, "-o", out, "--counts", counts)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists() and not Path(str(out) + ".meta.json").exists()
+    if case == "counts_exists":
+        assert counts.read_text() == "precious\n"
+    else:
+        assert not counts.exists()
+
+
 def test_adaptive_run_adds_n_and_its_counts_are_refused_by_radius(tmp_path, data):
     path, _, _ = data
     out, counts = tmp_path / "out.tsv", tmp_path / "counts.txt"

@@ -192,3 +192,9 @@ def test_unknown_bound(counts_file):
     proc = _run("radius", counts_file, "--k", 1, "--sigma", 0.25, "--alpha", 0.001,
                 "--bound", "hoeffding")
     _assert_bad(proc, r"bound|hoeffding")
+
+
+def test_repeated_k_is_refused(counts_file):
+    # Two radius@3 columns would make the table ambiguous (analyze refuses such a file).
+    proc = _run("radius", counts_file, "--k", 3, 1, 3, "--sigma", 0.25, "--alpha", 0.001)
+    _assert_bad(proc, r"distinct")

@@ -219,3 +219,22 @@ def test_the_package_imports_without_torch_and_says_what_is_missing():
         "    raise AssertionError('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_input_dtype_other_than_the_models_says_so():
+    # float64 data into a float32 model fails in its first layer: a TypeError that says
+    # which dtypes met, not torch's bare "mat1 and mat2 must have the same dtype".
+    model = torch.nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"x is float64 but the model's parameters are float32"):
+        tc.certify_batch(model, torch.zeros(2, 2, dtype=torch.float64), [0, 1], **OK)
+    # The same data as a numpy array is converted to the model's dtype and runs.
+    result = tc.certify_batch(model, np.zeros((2, 2)), [0, 1], **OK)
+    assert result.counts.sum(axis=1).tolist() == [100, 100]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_device_without_a_gpu_is_a_value_error():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        tc.sample_counts(_model(), X, device="cuda", **OK)
+    with pytest.raises(ValueError, match="device must be"):
+        tc.sample_counts(_model(), X, device="gpu", **OK)

@@ -103,6 +103,7 @@ def test_shard_and_gather_in_a_users_own_loop(tmp_path):
     whole = topk_certify.certify_batch(Linear(), x, labels, k=[1, 2], sigma=0.5, n=400, seed=5)
     np.testing.assert_array_equal(merged["radius"], whole.radius)
     np.testing.assert_array_equal(merged["counts"], whole.counts)
+    np.testing.assert_array_equal(merged["few_radius"], whole.radius[:1, 1])
 
 
 def test_shard_partitions_the_examples():

@@ -221,7 +221,10 @@ class NoiseSampler:
             )
 
     def _forward_and_count(self, rows: int, segments: list) -> None:
-        out = self.model(self._buf[:rows])
+        if self.forward_rows:
+            out = self.model(self._buf[:rows])
+        else:
+            out = self._first_forward(rows)
         self._check_output(out, rows)
         self.forward_rows += rows
         self._ensure_counts()
@@ -250,6 +253,25 @@ class NoiseSampler:
             self._ones = torch.ones(self.batch_size, dtype=torch.int64, device=out.device)
         for row, a, b in segments:
             self._counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
+
+    def _first_forward(self, rows: int):
+        """The first forward pass, where an input of another dtype than the model's
+        parameters (float64 data into a float32 model, say) fails: say so plainly."""
+        try:
+            return self.model(self._buf[:rows])
+        except RuntimeError as exc:
+            params = getattr(self.model, "parameters", None)
+            dtypes = {p.dtype for p in params() if p.is_floating_point()} if callable(params) else set()
+            if dtypes and self._buf.dtype not in dtypes:
+                names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+                have = str(self._buf.dtype).replace("torch.", "")
+                raise TypeError(
+                    f"x is {have} but the model's parameters are {names}, and the model failed on it "
+                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                    f"pass x in the model's dtype (e.g. x.to({next(iter(sorted(dtypes, key=str)))})) "
+                    "or convert the model"
+                ) from exc
+            raise
 
     def _stage(self, done: list):
         """Start bringing the counts of requests finished in this batch to the host.

@@ -71,6 +71,8 @@ def _run_radius(args: argparse.Namespace) -> None:
         )
     if counts.shape[0] == 0:
         raise CliError(f"{args.counts_file} holds no examples")
+    if len(set(args.k)) != len(args.k):
+        raise CliError(f"--k values must be distinct (one radius@K column each), got {' '.join(map(str, args.k))}")
     radii = certify_counts(counts, labels, k=list(args.k), sigma=args.sigma, alpha=args.alpha, bound=args.bound)
     names = ["radius"] if len(args.k) == 1 else [f"radius@{k}" for k in args.k]
     lines = ["\t".join(["idx", "label"] + names) + "\n"]

@@ -145,15 +145,23 @@ def shard(indices: Sequence[int], rank: int, world_size: int, chunk: int = 1) ->
 
 def gather_results(result, indices: Sequence[int], dst: int = 0):
     """On rank `dst`: one CertifyResult for all ranks' examples, in index order (None on
-    the others). `indices` are the example indices this rank certified (its `shard`)."""
+    the others). `indices` are the example indices this rank certified (its `shard`); a
+    rank whose shard is empty (fewer examples than ranks) passes result=None."""
     import torch.distributed as dist
 
     from .result import CertifyResult
 
-    payload = (list(map(int, indices)), result)
+    indices = list(map(int, indices))
+    if result is None and indices:
+        raise ValueError(f"result is None but this rank certified {len(indices)} examples")
+    payload = (indices, result)
     boxes = [None] * dist.get_world_size() if dist.get_rank() == dst else None
     dist.gather_object(payload, boxes, dst=dst)
     if dist.get_rank() != dst:
+        return None
+    # A rank whose shard was empty (fewer examples than ranks) sends None.
+    boxes = [(ix, r) for ix, r in boxes if r is not None]
+    if not boxes:
         return None
     order = np.argsort(np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in boxes]), kind="stable")
     parts = [r for _, r in boxes]

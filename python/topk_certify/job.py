@@ -36,8 +36,15 @@ def _probe_num_classes(torch, model, x) -> int:
     is written, so that a wrong model or labels fail without leaving half a run behind)."""
     from .smoothing import _eval_mode
 
-    with _eval_mode(torch, model), torch.inference_mode():
-        out = model(x[:1])
+    try:
+        with _eval_mode(torch, model), torch.inference_mode():
+            out = model(x[:1])
+    except Exception as exc:  # the user's model on the user's data: report, don't trace
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CliError(
+            f"the model fails on the data's inputs (shape {tuple(x.shape[1:])}, {x.dtype}): "
+            f"{type(exc).__name__}: {first}"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CliError(f"the model must return logits of shape (batch, num_classes); on one input it returned {shape}")
@@ -98,6 +105,18 @@ def run_certify(
         bad = int(labels[(labels < 0) | (labels >= num_classes)][0])
         raise CliError(f"label {bad} in the data is outside the model's classes [0, {num_classes})")
 
+    if len(set(ks)) != len(ks):
+        raise CliError(f"--k values must be distinct (one radius@K column each), got {' '.join(map(str, ks))}")
+    if adaptive:
+        from .adaptive import resolve_radii
+
+        try:  # every setting is checked before a file is created
+            resolve_radii(radii, n=n, num_classes=num_classes, ks=ks, sigma=sigma, alpha=alpha, bound=bound)
+        except (TypeError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    if counts is not None and _same_file(counts, out):
+        raise CliError(f"--counts and -o name the same file ({out}): give the counts their own file")
+
     settings = {
         "ks": ks, "sigma": sigma, "n": n, "n0": n0, "alpha": alpha, "batch_size": batch_size,
         "bound": bound, "seed": seed, "adaptive": bool(adaptive),
@@ -117,6 +136,9 @@ def run_certify(
         exists = os.path.exists(out)
         if exists and not resume:
             raise CliError(f"{out} already exists: pass --resume to continue that run, or choose another -o")
+        if not exists and counts is not None and os.path.exists(counts):
+            raise CliError(f"--counts {counts} already exists and {out} does not: choose another --counts file "
+                           "(an existing one is only continued, with --resume, beside its own output)")
         if exists:
             check_meta(out, settings)
             rows = table.existing_rows()
@@ -124,9 +146,16 @@ def run_certify(
             fresh = False
         else:
             rows, fresh = [], True
-        table.open(fresh=fresh)
+        # The counts file first: if it cannot be written, no OUT is left behind.
         counts_log.open(fresh=fresh or counts is None or not os.path.exists(counts), rows_in_out=len(rows))
-        write_meta(out, settings)
+        try:
+            table.open(fresh=fresh)
+            write_meta(out, settings)
+        except BaseException:
+            counts_log.close()
+            if fresh and counts is not None:
+                os.remove(counts)
+            raise
     done = ctx.broadcast(done)
     todo = [i for i in range(num_examples) if i not in done]
 
@@ -166,6 +195,12 @@ def run_certify(
             bar.close()
         table.close()
         counts_log.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _progress_bar(total: int, ctx):

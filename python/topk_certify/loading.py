@@ -57,8 +57,8 @@ def load_model(spec: str, device):
             raise CliError(f"--model {spec}: {name} is neither an nn.Module nor a callable returning one")
         try:
             obj = obj()
-        except TypeError as exc:
-            raise CliError(f"--model {spec}: calling {name}() failed: {_first_line(exc)}") from None
+        except Exception as exc:  # the user's factory: report, don't trace
+            raise CliError(f"--model {spec}: calling {name}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
         if not isinstance(obj, torch.nn.Module):
             raise CliError(f"--model {spec}: {name}() returned a {type(obj).__name__}, not an nn.Module")
     return obj.to(device)

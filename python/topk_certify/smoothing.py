@@ -124,7 +124,12 @@ def _resolve_device(torch, model, device) -> "torch.device":
     tensors = _model_tensors(torch, model)
     if device is None:
         return tensors[0].device if tensors else torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be None, a torch.device or a name like 'cpu', 'cuda', 'cuda:1'; got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here (torch.cuda.is_available() is False)")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     elsewhere = sorted({str(t.device) for t in tensors if t.device != device})
@@ -381,8 +386,9 @@ def certify_batch(
 
     Returns:
         CertifyResult with radius, counts (E, C) over the n certification samples, labels,
-        k, n_used (n for every example; the n0 selection samples are not included), sigma,
-        alpha and bound.
+        k, n_used (the certification samples each example used: n in fixed mode, at most n
+        with adaptive=True; the n0 selection samples are not included), sigma, alpha and
+        bound.
     """
     torch = _import_torch()
     sigma = validate_sigma(sigma)
