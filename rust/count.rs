@@ -12,7 +12,16 @@ pub fn count_labels<T: IntValue>(labels: ArrayView2<T>, num_classes: usize, para
         return Err(CoreError::value(format!("num_classes must be >= 1, got {num_classes}")));
     }
     let rows = labels.nrows();
-    let mut out = vec![0i64; rows * num_classes];
+    // A fallible allocation: a num_classes of 2**40 is an error to report, not an abort.
+    let too_large = || {
+        CoreError::value(format!(
+            "num_classes = {num_classes} needs a {rows} x {num_classes} table of counts, more memory than can be allocated"
+        ))
+    };
+    let size = rows.checked_mul(num_classes).filter(|&s| s <= isize::MAX as usize / 8).ok_or_else(too_large)?;
+    let mut out: Vec<i64> = Vec::new();
+    out.try_reserve_exact(size).map_err(|_| too_large())?;
+    out.resize(size, 0);
     let count_row = |(e, hist): (usize, &mut [i64])| -> Result<(), (usize, CoreError)> {
         for &v in labels.row(e).iter() {
             let c = v.to_i128();
@@ -50,5 +59,7 @@ mod tests {
         assert!(count_labels(labels.view(), 3, false).unwrap_err().to_string().contains("row 1"));
         let neg = array![[0i32, -1]];
         assert!(count_labels(neg.view(), 3, false).is_err());
+        let err = count_labels(labels.view(), usize::MAX / 2, false).unwrap_err().to_string();
+        assert!(err.contains("more memory than can be allocated"), "{err}");
     }
 }

@@ -52,7 +52,9 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
             ln_left_at_best = normal::ln_cdf(a - u);
         }
     }
-    best
+    // sigma near f64::MAX can overflow the product: the largest finite value is still below
+    // the true radius, infinity would claim more.
+    best.min(f64::MAX)
 }
 
 /// The root u > 0 of Phi(a - u) = Phi(b + u) / t for t >= 2, given Phi(a) > Phi(b) / t.
@@ -139,6 +141,12 @@ mod tests {
     fn no_cap_on_large_sigma() {
         let r = topk_radius(Prob::from_q(1e-6), &[1e-7, 1e-7, 1e-7], 50.0);
         assert!(r > 100.0, "{r}");
+    }
+
+    #[test]
+    fn huge_sigma_stays_finite() {
+        let r = topk_radius(Prob::from_p(0.9), &[0.05, 0.01], 1e308);
+        assert_eq!(r, f64::MAX);
     }
 
     #[test]

@@ -198,3 +198,10 @@ def test_repeated_k_is_refused(counts_file):
     # Two radius@3 columns would make the table ambiguous (analyze refuses such a file).
     proc = _run("radius", counts_file, "--k", 3, 1, 3, "--sigma", 0.25, "--alpha", 0.001)
     _assert_bad(proc, r"distinct")
+
+
+def test_binary_file_is_named(tmp_path):
+    path = tmp_path / "counts.bin"
+    path.write_bytes(b"\xff\xfe\x00\x01 3 4 0\n")
+    proc = _run("radius", path, "--k", 1, "--sigma", 0.25, "--alpha", 0.001)
+    _assert_bad(proc, r"counts\.bin.*not a text file")

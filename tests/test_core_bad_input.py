@@ -284,3 +284,56 @@ def test_count_labels_bad_shape(clean_error):
 def test_count_labels_fractional(clean_error):
     with clean_error((ValueError, TypeError), match=r"(?i)label|integ"):
         topk_certify.count_labels(np.array([0.5, 1.0]), 3)
+
+
+# -- values at the edge of 64 bits, huge tables, numpy scalars -------------------------------
+
+
+def test_python_ints_beyond_int64_stay_exact():
+    # numpy would turn [2**63, 5, 0] into float64; the counts must stay exact integers,
+    # and give what the same counts as a uint64 array give.
+    as_list = certify([[2**63, 5, 0]], [0], **KW)
+    as_uint64 = certify(np.array([[2**63, 5, 0]], dtype=np.uint64), [0], **KW)
+    assert as_list[0] == as_uint64[0] > 0
+    # Below 2**63 but above 2**53, where float64 would round: the same as int64.
+    big = 2**60 + 1
+    assert certify([[big, 3, 1]], [1], **KW)[0] == certify(np.array([[big, 3, 1]]), [1], **KW)[0]
+
+
+@pytest.mark.parametrize("counts", [[[2**64, 1, 0]], [[2**63, -5, 0]], [[-(2**63) - 1, 1, 0]]])
+def test_python_ints_beyond_64_bits(counts, clean_error):
+    with clean_error((ValueError,), match=r"64-bit"):
+        certify(counts, [0], **KW)
+
+
+@pytest.mark.parametrize("trials", [np.uint64(2**63), np.uint64(2**64 - 1), 2**70])
+def test_clopper_pearson_trials_beyond_int64(trials, clean_error):
+    with clean_error((ValueError,), match=r"trials must (be below 2\*\*63|fit in 64-bit)"):
+        topk_certify.clopper_pearson(1, trials, 0.1)
+
+
+@pytest.mark.parametrize("num_classes", [2**40, 2**62, 2**64])
+def test_count_labels_num_classes_too_large_for_memory(num_classes, clean_error):
+    # Not an allocation abort, not a PanicException, not an OverflowError.
+    with clean_error((ValueError,), match=r"num_classes"):
+        topk_certify.count_labels([0, 1], num_classes)
+
+
+def test_zero_d_arrays_are_scalars():
+    counts, labels = GOOD, GOOD_LABELS
+    plain = certify(counts, labels, k=2, sigma=0.25, alpha=0.01)
+    zero_d = certify(counts, labels, k=np.array(2), sigma=np.array(0.25), alpha=np.array(0.01))
+    assert zero_d.shape == (2,)
+    np.testing.assert_array_equal(zero_d, plain)
+
+
+def test_two_d_k_is_refused(clean_error):
+    with clean_error((TypeError,), match=r"1-D"):
+        certify(GOOD, GOOD_LABELS, **_kw(k=np.array([[1]])))
+
+
+def test_sigma_near_the_largest_float_gives_a_finite_radius():
+    # sigma * u overflows: the radius is clipped to the largest float (still below the true
+    # radius), never infinity.
+    radius = certify([[90, 5, 5]], [0], k=1, sigma=1e308, alpha=0.01)
+    assert np.isfinite(radius[0]) and radius[0] > 1e307

@@ -31,7 +31,11 @@ def read_counts_file(path: str | os.PathLike) -> Tuple[np.ndarray, np.ndarray, D
     except OSError as exc:
         raise CountsFileError(f"cannot read counts file {os.fspath(path)!r}: {exc.strerror}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        try:
+            lines = handle.readlines()
+        except UnicodeDecodeError:
+            raise CountsFileError(f"{os.fspath(path)}: not a text file (it is not UTF-8)") from None
+        for number, line in enumerate(lines, start=1):
             text = line.strip()
             if not text:
                 continue

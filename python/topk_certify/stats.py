@@ -25,9 +25,17 @@ BOUNDS = ("simuem", "binocp")
 KLike = Union[int, Sequence[int]]
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d numpy array as its element (np.float64(0.25) and np.array(0.25) alike)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def validate_sigma(sigma: Any) -> float:
     """sigma as a float, or a clear error: it must be a finite positive number."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (numbers.Real, np.floating, np.integer)):
+    sigma = _scalar(sigma)
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"sigma must be a finite positive number, got {type(sigma).__name__} {sigma!r}")
     value = float(sigma)
     if not (np.isfinite(value) and value > 0):
@@ -37,7 +45,8 @@ def validate_sigma(sigma: Any) -> float:
 
 def validate_alpha(alpha: Any) -> float:
     """alpha as a float, or a clear error: it must lie in the open interval (0, 1)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (numbers.Real, np.floating, np.integer)):
+    alpha = _scalar(alpha)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"alpha must be a number in (0, 1), got {type(alpha).__name__} {alpha!r}")
     value = float(alpha)
     if not (0.0 < value < 1.0):
@@ -57,10 +66,13 @@ def _is_int(value: Any) -> bool:
 
 def validate_k(k: Any, num_classes: int | None = None) -> Tuple[Tuple[int, ...], bool]:
     """(the k values as a tuple, whether k was a single int). Each needs 1 <= k < C."""
+    k = _scalar(k)
+    if isinstance(k, np.ndarray) and k.ndim != 1:
+        raise TypeError(f"k must be a positive int or a 1-D sequence of ints, got an array of shape {k.shape}")
     if _is_int(k):
         ks, scalar = (int(k),), True
     elif isinstance(k, (Sequence, np.ndarray)) and not isinstance(k, (str, bytes)):
-        items = list(np.asarray(k).ravel()) if isinstance(k, np.ndarray) else list(k)
+        items = list(k)
         if not items or not all(_is_int(v) for v in items):
             raise TypeError(f"k must be a positive int or a non-empty sequence of ints, got {k!r}")
         ks, scalar = tuple(int(v) for v in items), False
@@ -90,6 +102,11 @@ def as_int_array(values: Any, name: str, ndim: int | None = None) -> np.ndarray:
             array = np.asarray(values)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{name} must be a rectangular array of integers: {exc}") from None
+        if array.dtype.kind == "f":
+            # numpy turns Python ints from 2**63 on into float64, rounding them: keep ints exact.
+            exact = np.asarray(values, dtype=object)
+            if exact.shape == array.shape and all(_is_int(v) for v in exact.ravel()):
+                array = exact
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {array.shape}")
     kind = array.dtype.kind
@@ -109,11 +126,30 @@ def as_int_array(values: Any, name: str, ndim: int | None = None) -> np.ndarray:
                 raise ValueError(f"{name} must be below 2**63 in magnitude")
         return array.astype(np.int64)
     if kind == "O":
-        try:
-            return as_int_array(array.astype(np.float64) if array.size else array.astype(np.int64), name, ndim)
-        except (TypeError, ValueError, OverflowError):
-            raise TypeError(f"{name} must hold integers, got objects of dtype {array.dtype}") from None
+        return _object_ints(array, name, ndim)
     raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+
+
+def _object_ints(array: np.ndarray, name: str, ndim: int | None) -> np.ndarray:
+    """An object array (numpy's choice for Python ints beyond int64, or mixed numbers) as
+    int64, or uint64 where a value needs it; never through float64, which rounds above 2**53."""
+    if not array.size:
+        return array.astype(np.int64)
+    flat = array.ravel()
+    if all(_is_int(v) for v in flat):
+        values = [int(v) for v in flat]
+        low, high = min(values), max(values)
+        if low >= -(2**63) and high < 2**63:
+            return np.array(values, dtype=np.int64).reshape(array.shape)
+        if low >= 0 and high < 2**64:
+            return np.array(values, dtype=np.uint64).reshape(array.shape)
+        bad = high if high >= 2**63 else low
+        raise ValueError(f"{name} must fit in 64-bit integers, got {bad}")
+    try:
+        floats = array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must hold integers, got objects of dtype {array.dtype}") from None
+    return as_int_array(floats, name, ndim)
 
 
 def _labels_for(labels: Any, rows: int, num_classes: int) -> np.ndarray:
@@ -178,6 +214,9 @@ def clopper_pearson(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray
         ) from None
     shape = x.shape
     if x.size:
+        for values, what in ((x, "successes"), (n, "trials")):
+            if values.dtype == np.uint64 and values.max() >= 2**63:
+                raise ValueError(f"{what} must be below 2**63, got {int(values.max())}")
         if np.any(n < 1):
             raise ValueError(f"trials must be >= 1, got {n[n < 1].ravel()[0]}")
         if np.any((x < 0) | (x > n)):
@@ -200,6 +239,8 @@ def count_labels(labels: Any, num_classes: int) -> np.ndarray:
     """
     if not _is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if num_classes >= 2**62:
+        raise ValueError(f"num_classes must be below 2**62, got {num_classes}")
     array = as_int_array(labels, "labels")
     if array.ndim == 1:
         return _core.count_labels(array.reshape(1, -1), int(num_classes))[0]
