@@ -12,19 +12,7 @@
 //! (`solve_lower`) gets every derivative of ln I from one evaluation, so one evaluation
 //! from a fair start usually ends it (`taylor_step`).
 
-use libm::lgamma;
-
-/// exp, log, log1p, expm1 from the platform's libm (glibc picks FMA versions at run
-/// time, faster than the portable `libm` crate); erfc and lgamma, which std lacks, from it.
-#[inline]
-fn exp(x: f64) -> f64 { x.exp() }
-#[inline]
-fn log(x: f64) -> f64 { x.ln() }
-#[inline]
-fn log1p(x: f64) -> f64 { x.ln_1p() }
-#[inline]
-fn expm1(x: f64) -> f64 { x.exp_m1() }
-
+use crate::math::{exp, expm1, lgamma, log, log1p};
 
 /// A probability together with its complement, each to full relative precision.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,6 +7,7 @@ pub mod bounds;
 pub mod certify;
 pub mod count;
 pub mod error;
+mod math;
 pub mod normal;
 pub mod radius;
 pub mod scan;

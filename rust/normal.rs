@@ -1,16 +1,6 @@
 //! The standard normal distribution: Phi, log Phi and Phi^-1, to about machine precision.
 
-use libm::erfc;
-
-/// exp, log, log1p, expm1 from the platform's libm (glibc picks FMA versions at run
-/// time, faster than the portable `libm` crate); erfc and lgamma, which std lacks, from it.
-#[inline]
-fn exp(x: f64) -> f64 { x.exp() }
-#[inline]
-fn log(x: f64) -> f64 { x.ln() }
-#[inline]
-fn log1p(x: f64) -> f64 { x.ln_1p() }
-
+use crate::math::{erfc, exp, log, log1p};
 
 const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// ln(sqrt(2 pi))
