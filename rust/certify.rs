@@ -12,7 +12,6 @@ use crate::scan::{scan_row, RowScan};
 /// An integer element of a counts or labels array, whatever its numpy dtype.
 pub trait IntValue: Copy + Send + Sync {
     fn to_i128(self) -> i128;
-    fn is_negative(self) -> bool;
     /// The value as u64 (meaningful when it is not negative).
     fn to_u64(self) -> u64;
 }
@@ -22,9 +21,6 @@ macro_rules! int_value {
         impl IntValue for $t {
             #[inline]
             fn to_i128(self) -> i128 { self as i128 }
-            #[inline]
-            #[allow(unused_comparisons)]
-            fn is_negative(self) -> bool { self < 0 }
             #[inline]
             fn to_u64(self) -> u64 { self as u64 }
         }

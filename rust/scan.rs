@@ -49,12 +49,19 @@ pub fn scan_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: usize, k: usiz
 
 /// The fast path for a contiguous row: one pass whose loop body is a load, an add, an or
 /// and one compare that rejects most counts (`TopK::insert`), with a prefetch a little
-/// ahead. The label's own column is skipped by splitting the slice. A row that might hold
+/// ahead. The label's own column is skipped by splitting the slice. `TopK` starts as k
+/// zeros, which is right because there are at least k other labels (the caller's k < C)
+/// and counts are >= 0. A row that might hold
 /// a negative count or overflow the total (a count with a bit at or above 64 - log2(C))
 /// goes to the checked path, which names the problem.
 fn scan_slice<T: IntValue>(slice: &[T], e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
     let mut top = TopK::new(k);
     let (mut total, mut bits) = (0u64, 0u64);
+    let mut take = |c: u64| {
+        total = total.wrapping_add(c);
+        bits |= c;
+        top.insert(c);
+    };
     let (before, rest) = slice.split_at(label);
     let label_count = rest[0].to_u64();
     for part in [before, &rest[1..]] {
@@ -62,19 +69,9 @@ fn scan_slice<T: IntValue>(slice: &[T], e: usize, label: usize, k: usize) -> Cor
         let tail = lines.remainder();
         for line in lines {
             prefetch_ahead(line);
-            for &v in line {
-                let c = v.to_u64();
-                total = total.wrapping_add(c);
-                bits |= c;
-                top.insert(c);
-            }
+            line.iter().for_each(|&v| take(v.to_u64()));
         }
-        for &v in tail {
-            let c = v.to_u64();
-            total = total.wrapping_add(c);
-            bits |= c;
-            top.insert(c);
-        }
+        tail.iter().for_each(|&v| take(v.to_u64()));
     }
     total = total.wrapping_add(label_count);
     bits |= label_count;
@@ -152,11 +149,10 @@ fn zero_row(e: usize) -> CoreError {
 pub fn scan_values<T: IntValue>(values: impl Iterator<Item = T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
     let mut total: u64 = 0;
     let mut label_count = 0;
-    // Small k: a sorted buffer, skipping most counts at one compare. Large k: keep every
-    // other count and select afterwards (the buffer's inserts would cost O(C k)).
-    let buffered = k <= FAST_K;
-    let mut top: Vec<u64> = Vec::with_capacity(if buffered { k + 1 } else { 0 });
-    let mut floor = 0u64; // the smallest count in a full `top`: most counts fall below it
+    // Small k: the fast path's buffer. Large k: keep every other count and select
+    // afterwards (the buffer's inserts would cost O(C k)).
+    let mut small = (k <= FAST_K).then(|| TopK::new(k));
+    let mut others: Vec<u64> = Vec::new();
     for (j, v) in values.enumerate() {
         let wide = v.to_i128();
         let c = match u64::try_from(wide) {
@@ -172,26 +168,25 @@ pub fn scan_values<T: IntValue>(values: impl Iterator<Item = T>, e: usize, label
         })?;
         if j == label {
             label_count = c;
-        } else if !buffered {
-            top.push(c);
-        } else if top.len() < k || c > floor {
-            let pos = top.partition_point(|&x| x >= c);
-            top.insert(pos, c);
-            top.truncate(k);
-            if top.len() == k {
-                floor = top[k - 1];
-            }
+        } else if let Some(top) = small.as_mut() {
+            top.insert(c);
+        } else {
+            others.push(c);
         }
     }
     if total == 0 {
         return Err(zero_row(e));
     }
-    if !buffered {
-        top.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-        top.truncate(k);
-        top.sort_unstable_by(|a, b| b.cmp(a));
-    }
-    Ok(RowScan { total, label_count, top: Top::Heap(top) })
+    let top = match small {
+        Some(top) => Top::Inline(top.buf, top.k),
+        None => {
+            others.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+            others.truncate(k);
+            others.sort_unstable_by(|a, b| b.cmp(a));
+            Top::Heap(others)
+        }
+    };
+    Ok(RowScan { total, label_count, top })
 }
 
 #[cfg(test)]
@@ -221,9 +216,9 @@ mod tests {
         }
     }
 
-    /// Every path (i64 with its vector pass, other dtypes, the checked path) against the
-    /// sort, on rows of every length around the block size, labels at every position,
-    /// ties, zeros, and one huge count.
+    /// Every path (i64, u64 and i32 rows, the checked path) against the sort, on rows of
+    /// every length around a loop step, labels at every position, ties, zeros and wide
+    /// counts.
     #[test]
     fn fast_paths_agree_with_a_sort() {
         let mut state = 0x2545_f491_4f6c_dd1du64;

@@ -16,6 +16,18 @@ class CliError(Exception):
     """A user error: its message is printed as one line, and the exit code is 2."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_distinct_ks(ks: Sequence[int]) -> None:
+    """One radius@K column per K: a repeated K would make the table ambiguous."""
+    if len(set(ks)) != len(ks):
+        raise CliError(f"--k values must be distinct (one radius@K column each), got {' '.join(map(str, ks))}")
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -71,8 +83,7 @@ def _run_radius(args: argparse.Namespace) -> None:
         )
     if counts.shape[0] == 0:
         raise CliError(f"{args.counts_file} holds no examples")
-    if len(set(args.k)) != len(args.k):
-        raise CliError(f"--k values must be distinct (one radius@K column each), got {' '.join(map(str, args.k))}")
+    check_distinct_ks(args.k)
     radii = certify_counts(counts, labels, k=list(args.k), sigma=args.sigma, alpha=args.alpha, bound=args.bound)
     names = ["radius"] if len(args.k) == 1 else [f"radius@{k}" for k in args.k]
     lines = ["\t".join(["idx", "label"] + names) + "\n"]

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .cli import CliError
+from .cli import CliError, check_distinct_ks, first_line
 from .countsfile import format_counts_line, format_header
 from .results import AppendOnlyTable, CountsLog, check_meta, done_indices, write_meta
 from .stats import validate_alpha, validate_bound, validate_k, validate_sigma
@@ -40,10 +40,9 @@ def _probe_num_classes(torch, model, x) -> int:
         with _eval_mode(torch, model), torch.inference_mode():
             out = model(x[:1])
     except Exception as exc:  # the user's model on the user's data: report, don't trace
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CliError(
             f"the model fails on the data's inputs (shape {tuple(x.shape[1:])}, {x.dtype}): "
-            f"{type(exc).__name__}: {first}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -105,8 +104,7 @@ def run_certify(
         bad = int(labels[(labels < 0) | (labels >= num_classes)][0])
         raise CliError(f"label {bad} in the data is outside the model's classes [0, {num_classes})")
 
-    if len(set(ks)) != len(ks):
-        raise CliError(f"--k values must be distinct (one radius@K column each), got {' '.join(map(str, ks))}")
+    check_distinct_ks(ks)
     if adaptive:
         from .adaptive import resolve_radii
 

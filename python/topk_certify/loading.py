@@ -11,7 +11,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .cli import CliError
+from .cli import CliError, first_line
 
 
 def resolve_device(torch, name: str):
@@ -43,7 +43,7 @@ def load_model(spec: str, device):
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(spec, map_location=device)
         except (RuntimeError, ValueError) as exc:
-            raise CliError(f"--model {spec}: not a TorchScript file torch.jit.load can read ({_first_line(exc)})") from None
+            raise CliError(f"--model {spec}: not a TorchScript file torch.jit.load can read ({first_line(exc)})") from None
         return model
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
@@ -58,7 +58,7 @@ def load_model(spec: str, device):
         try:
             obj = obj()
         except Exception as exc:  # the user's factory: report, don't trace
-            raise CliError(f"--model {spec}: calling {name}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise CliError(f"--model {spec}: calling {name}() failed: {type(exc).__name__}: {first_line(exc)}") from None
         if not isinstance(obj, torch.nn.Module):
             raise CliError(f"--model {spec}: {name}() returned a {type(obj).__name__}, not an nn.Module")
     return obj.to(device)
@@ -79,7 +79,7 @@ def _import_target(target: str):
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # the user's file: report, don't trace
-            raise CliError(f"--model: importing {target} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise CliError(f"--model: importing {target} failed: {type(exc).__name__}: {first_line(exc)}") from None
         finally:
             sys.path.pop(0)
         return module
@@ -88,7 +88,7 @@ def _import_target(target: str):
     except ModuleNotFoundError as exc:
         raise CliError(f"--model: no module named {exc.name!r} (from {target!r})") from None
     except Exception as exc:
-        raise CliError(f"--model: importing {target} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise CliError(f"--model: importing {target} failed: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def load_data(path: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -103,14 +103,14 @@ def load_data(path: str) -> Tuple[np.ndarray, np.ndarray]:
                     raise CliError(f"--data {path}: the .npz has no array {' or '.join(map(repr, missing))} (it needs x and y; found {archive.files})")
                 x, y = archive["x"], archive["y"]
         except (OSError, ValueError) as exc:
-            raise CliError(f"--data {path}: not a readable .npz ({_first_line(exc)})") from None
+            raise CliError(f"--data {path}: not a readable .npz ({first_line(exc)})") from None
     elif path.endswith((".pt", ".pth")):
         import torch
 
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CliError(f"--data {path}: torch.load failed ({_first_line(exc)})") from None
+            raise CliError(f"--data {path}: torch.load failed ({first_line(exc)})") from None
         if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
             raise CliError(f"--data {path}: expected a dict with tensors 'x' and 'y'")
         x, y = blob["x"], blob["y"]
@@ -128,7 +128,3 @@ def load_data(path: str) -> Tuple[np.ndarray, np.ndarray]:
             raise CliError(f"--data {path}: y must hold integer labels, got dtype {y.dtype}")
     return x, y.astype(np.int64)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
