@@ -45,8 +45,30 @@ bench: $(STAMP_EXT)  ## benchmarks (each prints ratios measured in one run)
 	$(PY) benches/bench_sampling.py
 	$(PY) benches/bench_adaptive.py
 
-wheel:  ## build the abi3 wheel into dist/
-	$(PY) -m pip wheel . --no-deps -w dist
+# The wheel links against glibc 2.28's symbol versions (zig supplies that sysroot), so it
+# runs on glibc >= 2.28: the first glibc whose exp/log are the FMA code the core was measured
+# with (older ones have another implementation). maturin checks the tag; auditwheel must agree.
+# The sdist is made on its own: a wheel built from it (`--sdist`) sees the sdist's fixed file
+# times, so cargo can take a stale build of older sources for current.
+WHEEL_POLICY  := manylinux_2_28
+WHEEL_TOOLS   := .venv/.stamp-wheel-tools
+WHEEL_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+WHEEL_FILE    := dist/topk_certify-$(WHEEL_VERSION)-cp39-abi3-$(WHEEL_POLICY)_$(shell uname -m).whl
+WHEEL_SRC     := $(RUST_SRC) Cargo.lock README.md $(shell find python -name '*.py' -o -name '*.pyi' -o -name py.typed)
+
+$(WHEEL_TOOLS): | $(PY)
+	$(PIP) install -q "maturin>=1.9.4,<2" "ziglang==0.17.1" "auditwheel>=6.1"
+	touch $@
+
+wheel: $(WHEEL_FILE)  ## build the manylinux abi3 wheel (and the sdist) into dist/, audited
+
+$(WHEEL_FILE): $(WHEEL_SRC) | $(WHEEL_TOOLS)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/maturin build --release --zig \
+	    --compatibility $(WHEEL_POLICY) --auditwheel check --out dist
+	.venv/bin/maturin sdist --out dist
+	.venv/bin/auditwheel show $@ | tee dist/auditwheel.txt
+	tr -s ' \n' ' ' < dist/auditwheel.txt | grep -q 'constrains the platform tag to "$(WHEEL_POLICY)_' \
+	    || { echo "auditwheel does not confirm $(WHEEL_POLICY) for $@" >&2; exit 1; }
 
 clean:  ## remove build outputs (keeps .venv)
 	cargo clean
