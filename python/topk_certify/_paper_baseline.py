@@ -19,13 +19,21 @@ speed-up measured against it is conservative.
 
 Being a bisection on [0, 10] that keeps the lower end, it returns a value at most about 1e-5
 below the exact radius, and about 10 - 1e-5 where the exact radius is 10 or more.
+
+scipy is imported when `paper_radius` is first called, so the package imports without it.
 """
 
 import numpy as np
-from scipy.stats import beta, norm
 
 
-def _clopper_pearson_simuem(counts_row, label, alpha):
+def scipy_stats():
+    """(scipy.stats.beta, scipy.stats.norm); ImportError when scipy is not installed."""
+    from scipy.stats import beta, norm
+
+    return beta, norm
+
+
+def _clopper_pearson_simuem(counts_row, label, alpha, beta):
     """Bonferroni Clopper-Pearson bounds: (pl of `label`, array of upper bounds of all labels).
 
     The upper bound of `label` itself is not computed (left as NaN); the caller overwrites it.
@@ -47,7 +55,7 @@ def _clopper_pearson_simuem(counts_row, label, alpha):
     return p_lower, upper
 
 
-def _binary_search_compute_r(p_sn, p_ls, sigma, t):
+def _binary_search_compute_r(p_sn, p_ls, sigma, t, norm):
     """The authors' bisection for R_t (their `binary_search_compute_r`, `n` renamed `t`)."""
     p_sn = min(p_sn, 1 - p_ls)
     lower_bound, upper_bound = 0.0, 10.0
@@ -63,7 +71,7 @@ def _binary_search_compute_r(p_sn, p_ls, sigma, t):
     return lower_bound
 
 
-def _certify_radius(label, probability_array, k, sigma):
+def _certify_radius(label, probability_array, k, sigma, norm):
     """The authors' `CertifyRadius` (probability_array[label] holds pl, the rest upper bounds)."""
     p_ls = probability_array[label]
     probability_array[label] = -1
@@ -75,13 +83,14 @@ def _certify_radius(label, probability_array, k, sigma):
         p_sk[0:i + 1] += sorted_probability_topk[i]
     # p_sk[i] is the sum of the k - i smallest of the top k: t = k - i.
     for i in np.arange(k):
-        radius_array[i] = _binary_search_compute_r(p_sk[i], p_ls, sigma, k - i)
+        radius_array[i] = _binary_search_compute_r(p_sk[i], p_ls, sigma, k - i, norm)
     return float(np.amax(radius_array))
 
 
 def paper_radius(counts_row, label, k, sigma, alpha):
     """Certified top-k radius of `label` from one row of Monte Carlo counts, the paper's way."""
-    p_lower, upper = _clopper_pearson_simuem(counts_row, label, alpha)
+    beta, norm = scipy_stats()
+    p_lower, upper = _clopper_pearson_simuem(counts_row, label, alpha, beta)
     probability_bar = np.clip(upper, a_min=-1, a_max=1 - p_lower)
     probability_bar[label] = p_lower
-    return _certify_radius(int(label), probability_bar, int(k), float(sigma))
+    return _certify_radius(int(label), probability_bar, int(k), float(sigma), norm)
