@@ -16,6 +16,7 @@ import numpy as np
 # The array rebuilder under whatever module this numpy keeps it; pickles written by
 # numpy 1.x name numpy.core.multiarray, numpy 2.x numpy._core.multiarray.
 _reconstruct = np.zeros(0).__reduce__()[0]
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # how pickle protocol 5 rebuilds a contiguous array
 _LATIN1 = {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"}
 
 
@@ -30,6 +31,8 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
