@@ -70,8 +70,7 @@ fn stirlerr(n: f64) -> f64 {
     }
     // The Stirling series 1/(12n) - 1/(360n^3) + 1/(1260n^5) - 1/(1680n^7) + 1/(1188n^9).
     let nn = n * n;
-    (1.0 / 12.0 - (1.0 / 360.0 - (1.0 / 1260.0 - (1.0 / 1680.0 - 1.0 / (1188.0 * nn)) / nn) / nn) / nn)
-        / n
+    (1.0 / 12.0 - (1.0 / 360.0 - (1.0 / 1260.0 - (1.0 / 1680.0 - 1.0 / (1188.0 * nn)) / nn) / nn) / nn) / n
 }
 
 /// Loader's deviance term bd0(x, m) = x ln(x/m) + m - x, without cancellation for x ~ m.

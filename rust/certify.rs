@@ -42,9 +42,7 @@ impl Bound {
         match name {
             "simuem" => Ok(Bound::Simuem),
             "binocp" => Ok(Bound::Binocp),
-            other => Err(CoreError::value(format!(
-                "bound must be 'simuem' or 'binocp', got {other:?}"
-            ))),
+            other => Err(CoreError::value(format!("bound must be 'simuem' or 'binocp', got {other:?}"))),
         }
     }
 }
@@ -117,7 +115,9 @@ pub fn certify_batch<T: IntValue>(
 fn scan_labelled_row<T: IntValue>(row: ArrayView1<T>, e: usize, label: i64, kmax: usize) -> CoreResult<RowScan> {
     let num_classes = row.len();
     if label < 0 || label as usize >= num_classes {
-        return Err(CoreError::value(format!("labels must be in [0, C) = [0, {num_classes}), got {label} for row {e}")));
+        return Err(CoreError::value(format!(
+            "labels must be in [0, C) = [0, {num_classes}), got {label} for row {e}"
+        )));
     }
     scan_row(row, e, label as usize, kmax)
 }

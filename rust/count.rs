@@ -28,7 +28,9 @@ pub fn count_labels<T: IntValue>(labels: ArrayView2<T>, num_classes: usize, para
             if c < 0 || c >= num_classes as i128 {
                 return Err((
                     e,
-                    CoreError::value(format!("labels must be in [0, num_classes) = [0, {num_classes}), got {c} in row {e}")),
+                    CoreError::value(format!(
+                        "labels must be in [0, num_classes) = [0, {num_classes}), got {c} in row {e}"
+                    )),
                 ));
             }
             hist[c as usize] += 1;

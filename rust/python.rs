@@ -81,16 +81,27 @@ fn certify_counts<'py>(
     with_int_view2!(counts, "counts", |view| generic_certify(py, view, labels, &params))
 }
 
-fn generic_count<'py, T: IntValue>(py: Python<'py>, view: ArrayView2<T>, num_classes: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
+fn generic_count<'py, T: IntValue>(
+    py: Python<'py>,
+    view: ArrayView2<T>,
+    num_classes: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let out = py.detach(|| count::count_labels(view, num_classes, parallel()))?;
     Ok(out.into_pyarray(py))
 }
 
 /// count_labels(labels, num_classes) -> int64 (E, num_classes) for labels (E, n)
 #[pyfunction]
-fn count_labels<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>, num_classes: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
+fn count_labels<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    num_classes: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
     with_int_view2!(labels, "labels", |view| generic_count(py, view, num_classes))
 }
+
+/// The (lower, upper) arrays `clopper_pearson` returns.
+type LowerUpper<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
 /// clopper_pearson(successes, trials, alpha) on equal-length 1-D arrays -> (lower, upper)
 #[pyfunction]
@@ -99,7 +110,7 @@ fn clopper_pearson<'py>(
     successes: PyReadonlyArray1<'py, i64>,
     trials: PyReadonlyArray1<'py, i64>,
     alpha: PyReadonlyArray1<'py, f64>,
-) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<LowerUpper<'py>> {
     let (x, n, a) = (successes.as_array(), trials.as_array(), alpha.as_array());
     if x.len() != n.len() || x.len() != a.len() {
         return Err(PyValueError::new_err("successes, trials and alpha must have one shape after broadcasting"));

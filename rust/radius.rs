@@ -18,7 +18,12 @@ pub fn topk_radius(pl: Prob, top_ubs: &[f64], sigma: f64) -> f64 {
     // S_t = the t smallest of the k bounds: sums[t - 1] grows from the end of the list.
     let mut sums = [0.0f64; 64];
     let mut sum_vec = Vec::new();
-    let sums: &mut [f64] = if k <= 64 { &mut sums[..k] } else { sum_vec.resize(k, 0.0); &mut sum_vec };
+    let sums: &mut [f64] = if k <= 64 {
+        &mut sums[..k]
+    } else {
+        sum_vec.resize(k, 0.0);
+        &mut sum_vec
+    };
     let mut sum = 0.0;
     for t in 1..=k {
         sum += top_ubs[k - t];
@@ -91,10 +96,11 @@ fn solve_root(a: f64, b: f64, t: f64) -> f64 {
         let next = d - step;
         let u_scale = (half_gap + d).abs().max(f64::MIN_POSITIVE);
         // A Halley step from error e leaves O(e^3): below 1e-6 the root is reached.
-        if step.is_finite() && (step.abs() <= 1e-6 * u_scale || step.abs() <= 2.0 * f64::EPSILON * u_scale) {
-            if next > lo && next < hi || step.abs() <= 2.0 * f64::EPSILON * u_scale {
-                return half_gap + next;
-            }
+        if step.is_finite()
+            && (step.abs() <= 1e-6 * u_scale || step.abs() <= 2.0 * f64::EPSILON * u_scale)
+            && (next > lo && next < hi || step.abs() <= 2.0 * f64::EPSILON * u_scale)
+        {
+            return half_gap + next;
         }
         d = if step.is_finite() && next > lo && next < hi {
             next

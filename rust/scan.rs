@@ -137,7 +137,6 @@ impl TopK {
             self.floor = top[top.len() - 1];
         }
     }
-
 }
 
 fn zero_row(e: usize) -> CoreError {
@@ -146,7 +145,12 @@ fn zero_row(e: usize) -> CoreError {
 
 /// The checked path: any layout, any k, and the error messages that name the row and
 /// column of a bad count.
-pub fn scan_values<T: IntValue>(values: impl Iterator<Item = T>, e: usize, label: usize, k: usize) -> CoreResult<RowScan> {
+pub fn scan_values<T: IntValue>(
+    values: impl Iterator<Item = T>,
+    e: usize,
+    label: usize,
+    k: usize,
+) -> CoreResult<RowScan> {
     let mut total: u64 = 0;
     let mut label_count = 0;
     // Small k: the fast path's buffer. Large k: keep every other count and select
@@ -232,9 +236,12 @@ mod tests {
             for trial in 0..40 {
                 let row: Vec<u64> = (0..len)
                     .map(|_| match trial % 4 {
-                        0 => next() % 4,                                   // many ties
-                        1 => if next() % 3 == 0 { next() % 100_000 } else { 0 }, // sparse
-                        2 => next() % (1 << 40),                           // wide
+                        0 => next() % 4, // many ties
+                        1 => match next() % 3 {
+                            0 => next() % 100_000, // sparse
+                            _ => 0,
+                        },
+                        2 => next() % (1 << 40), // wide
                         _ => next() % 1000,
                     })
                     .collect();
@@ -247,7 +254,10 @@ mod tests {
                     }
                     let as_i64: Vec<i64> = row.iter().map(|&c| c as i64).collect();
                     let scan = scan_row(ArrayView1::from(&as_i64), 0, label, k).unwrap();
-                    assert_eq!((scan.top().to_vec(), scan.total, scan.label_count), (expect.clone(), total, row[label]));
+                    assert_eq!(
+                        (scan.top().to_vec(), scan.total, scan.label_count),
+                        (expect.clone(), total, row[label])
+                    );
                     let scan = scan_row(ArrayView1::from(&row), 0, label, k).unwrap();
                     assert_eq!(scan.top(), expect, "u64 len {len} label {label} k {k}");
                     if row.iter().all(|&c| c < 1 << 31) {
