@@ -12,34 +12,12 @@
 //! (`solve_lower`) gets every derivative of ln I from one evaluation, so one evaluation
 //! from a fair start usually ends it (`taylor_step`).
 
-use crate::math::{exp, expm1, lgamma, log, log1p};
-
-/// A probability together with its complement, each to full relative precision.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Prob {
-    pub p: f64,
-    /// 1 - p
-    pub q: f64,
-}
-
-impl Prob {
-    pub fn from_p(p: f64) -> Self {
-        Prob { p, q: 1.0 - p }
-    }
-    pub fn from_q(q: f64) -> Self {
-        Prob { p: 1.0 - q, q }
-    }
-    pub fn complement(self) -> Self {
-        Prob { p: self.q, q: self.p }
-    }
-}
-
-/// ln(sqrt(2 pi))
-const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
+use crate::math::{exp, expm1, lgamma, log, log1p, LN_2PI, LN_SQRT_2PI, SQRT_2PI};
+use crate::normal::{mills, ppf_approx};
+use crate::prob::Prob;
 
 /// Stirling's error ln(n!) - ln(sqrt(2 pi n) (n/e)^n) for integers n <= 15 (mpmath).
-#[allow(clippy::excessive_precision)]
+#[allow(clippy::excessive_precision)] // the digits mpmath printed
 const STIRLERR_SMALL: [f64; 16] = [
     0.0,
     0.08106146679532725821967,
@@ -504,86 +482,6 @@ fn v_minus_log1p(v: f64) -> f64 {
     s * v - 2.0 * s * s2 * series
 }
 
-const SQRT_2PI: f64 = 2.506_628_274_631_000_5;
-
-/// Mills' ratio in the form M(y) = Phi(-y) e^(y^2 / 2), y >= 0: Cody's rational Chebyshev
-/// approximations ("Rational Chebyshev approximations for the error function", Math. Comp.
-/// 1969), with the coefficients of R's pnorm.c, whose Phi(-y) is e^(-y^2/2) times this.
-#[allow(clippy::excessive_precision)]
-fn mills(y: f64) -> f64 {
-    if y <= 0.674_489_75 {
-        const A: [f64; 5] = [
-            2.2352520354606839287,
-            161.02823106855587881,
-            1067.6894854603709582,
-            18154.981253343561249,
-            0.065682337918207449113,
-        ];
-        const B: [f64; 4] = [47.20258190468824187, 976.09855173777669322, 10260.932208618978205, 45507.789335026729956];
-        let ysq = y * y;
-        let (mut num, mut den) = (A[4] * ysq, ysq);
-        for i in 0..3 {
-            num = (num + A[i]) * ysq;
-            den = (den + B[i]) * ysq;
-        }
-        return (0.5 - y * (num + A[3]) / (den + B[3])) * exp(0.5 * ysq);
-    }
-    if y <= 32f64.sqrt() {
-        const C: [f64; 9] = [
-            0.39894151208813466764,
-            8.8831497943883759412,
-            93.506656132177855979,
-            597.27027639480026226,
-            2494.5375852903726711,
-            6848.1904505362823326,
-            11602.651437647350124,
-            9842.7148383839780218,
-            1.0765576773720192317e-8,
-        ];
-        const D: [f64; 8] = [
-            22.266688044328115691,
-            235.38790178262499861,
-            1519.377599407554805,
-            6485.558298266760755,
-            18615.571640885098091,
-            34900.952721145977266,
-            38912.003286093271411,
-            19685.429676859990727,
-        ];
-        // num = C8 y^8 + C0 y^7 + ... + C6 y + C7, den = y^8 + D0 y^7 + ... + D6 y + D7
-        // (R's Horner form), by Estrin's scheme.
-        let (y2, y4) = (y * y, y * y * y * y);
-        let num = ((C[7] + C[6] * y) + (C[5] + C[4] * y) * y2)
-            + ((C[3] + C[2] * y) + (C[1] + C[0] * y) * y2) * y4
-            + C[8] * (y4 * y4);
-        let den =
-            ((D[7] + D[6] * y) + (D[5] + D[4] * y) * y2) + ((D[3] + D[2] * y) + (D[1] + D[0] * y) * y2) * y4 + y4 * y4;
-        return num / den;
-    }
-    const P: [f64; 6] = [
-        0.21589853405795699,
-        0.1274011611602473639,
-        0.022235277870649807,
-        0.001421619193227893466,
-        2.9112874951168792e-5,
-        0.02307344176494017303,
-    ];
-    const Q: [f64; 5] = [
-        1.28426009614491121,
-        0.468238212480865118,
-        0.0659881378689285515,
-        0.00378239633202758244,
-        7.29751555083966205e-5,
-    ];
-    let ysq = 1.0 / (y * y);
-    let (mut num, mut den) = (P[5] * ysq, ysq);
-    for i in 0..4 {
-        num = (num + P[i]) * ysq;
-        den = (den + Q[i]) * ysq;
-    }
-    (1.0 / SQRT_2PI - ysq * (num + P[4]) / (den + Q[4])) / y
-}
-
 /// The x with I_x(a, b) = target, for a, b >= 1 and target in (0, 1), as a `Prob` whose
 /// smaller side carries full relative precision.
 pub fn quantile(a: f64, b: f64, target: Prob) -> Prob {
@@ -761,7 +659,7 @@ fn midpoint(lo: Prob, hi: Prob) -> Prob {
 }
 
 /// ln(k!) for k <= 30 (mpmath), for the start of the Poisson-like lower tail.
-#[allow(clippy::excessive_precision)]
+#[allow(clippy::excessive_precision)] // the digits mpmath printed
 const LN_FACTORIAL: [f64; 31] = [
     0.0,
     0.0,
@@ -811,7 +709,7 @@ fn target_constants(target: f64) -> (f64, f64) {
         if t == target {
             return (ln_t, z);
         }
-        let (ln_t, z) = (log(target), crate::normal::ppf_approx(target));
+        let (ln_t, z) = (log(target), ppf_approx(target));
         last.set((target, ln_t, z));
         (ln_t, z)
     })
@@ -927,26 +825,6 @@ mod tests {
     fn as_x_error(err_ln: f64, x: Prob, t: &Tails) -> f64 {
         let small = t.lower.min(t.upper);
         err_ln.abs() / (x.p.min(x.q) * exp(t.ln_pdf - small))
-    }
-
-    #[test]
-    fn mills_ratio_matches_erfc_and_laplace_fraction() {
-        let mut y = 0.0;
-        while y < 40.0 {
-            let got = mills(y);
-            let want = if y < 2.0 {
-                0.5 * libm::erfc(y * std::f64::consts::FRAC_1_SQRT_2) * exp(0.5 * y * y)
-            } else {
-                // Laplace's continued fraction Phi(-y) / phi(y) = 1/(y + 1/(y + 2/(y + ...)))
-                let mut cf = y;
-                for k in (1..5000).rev() {
-                    cf = y + k as f64 / cf;
-                }
-                1.0 / (cf * SQRT_2PI)
-            };
-            assert!(rel(got, want) < 1.5e-15, "y = {y}: {got} vs {want}");
-            y += 0.0625;
-        }
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! One-sided Clopper-Pearson bounds from binomial counts.
 
-use crate::beta::{quantile, Prob};
+use ndarray::ArrayView1;
+use rayon::prelude::*;
+
+use crate::beta::quantile;
 use crate::error::{CoreError, CoreResult};
+use crate::prob::Prob;
 
 /// Checks a (successes, trials, alpha) triple and says what is allowed when it is not.
 pub fn validate(successes: i64, trials: i64, alpha: f64) -> CoreResult<()> {
@@ -38,6 +42,32 @@ pub fn upper(x: u64, n: u64, alpha: f64) -> Prob {
     }
     // The target 1 - alpha is passed with alpha as its exact complement.
     quantile(x as f64 + 1.0, (n - x) as f64, Prob::from_q(alpha))
+}
+
+/// (lower, upper) bounds for each (successes, trials, alpha) triple of equal-length
+/// arrays. Every triple is checked before any is computed; an error names the first bad
+/// one.
+pub fn clopper_pearson(
+    successes: ArrayView1<i64>,
+    trials: ArrayView1<i64>,
+    alpha: ArrayView1<f64>,
+    parallel: bool,
+) -> CoreResult<(Vec<f64>, Vec<f64>)> {
+    let len = successes.len();
+    if trials.len() != len || alpha.len() != len {
+        return Err(CoreError::value("successes, trials and alpha must have one shape after broadcasting"));
+    }
+    for i in 0..len {
+        validate(successes[i], trials[i], alpha[i])?;
+    }
+    // Validated: 0 <= successes <= trials, so both fit u64 as they are.
+    let one = |i: usize| {
+        let (x, n, a) = (successes[i] as u64, trials[i] as u64, alpha[i]);
+        (lower(x, n, a).p, upper(x, n, a).p)
+    };
+    let pairs: Vec<(f64, f64)> =
+        if parallel { (0..len).into_par_iter().map(one).collect() } else { (0..len).map(one).collect() };
+    Ok(pairs.into_iter().unzip())
 }
 
 /// `upper(x, n, alpha).p` through a per-thread memo. A batch certifies many rows with
@@ -116,6 +146,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn batch_is_the_pointwise_bounds() {
+        let (x, n, a) = ([0i64, 3, 50, 100], [100i64; 4], [1e-3, 0.05, 1e-10, 0.5]);
+        let (xv, nv, av) = (ArrayView1::from(&x), ArrayView1::from(&n), ArrayView1::from(&a));
+        for parallel in [false, true] {
+            let (lo, up) = clopper_pearson(xv, nv, av, parallel).unwrap();
+            for i in 0..x.len() {
+                let (xi, ni) = (x[i] as u64, n[i] as u64);
+                assert_eq!((lo[i], up[i]), (lower(xi, ni, a[i]).p, upper(xi, ni, a[i]).p));
+            }
+        }
+        let err = clopper_pearson(xv, ArrayView1::from(&n[..3]), av, false).unwrap_err().to_string();
+        assert!(err.contains("one shape"), "{err}");
+        let bad = [0i64, 3, 101, -1];
+        let err = clopper_pearson(ArrayView1::from(&bad), nv, av, true).unwrap_err().to_string();
+        assert!(err.contains("successes=101"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::certify::IntValue;
 use crate::error::{CoreError, CoreResult};
+use crate::int_value::IntValue;
 
 /// counts[e, c] = #{j : labels[e, j] == c}. Labels outside [0, num_classes) are an error.
 pub fn count_labels<T: IntValue>(labels: ArrayView2<T>, num_classes: usize, parallel: bool) -> CoreResult<Array2<i64>> {

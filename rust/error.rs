@@ -6,23 +6,18 @@ use std::fmt;
 pub enum CoreError {
     /// A value out of its allowed range (maps to `ValueError`).
     Value(String),
-    /// An argument of the wrong kind or shape (maps to `TypeError` where it is a kind error).
-    Shape(String),
 }
 
 impl CoreError {
     pub fn value(msg: impl Into<String>) -> Self {
         CoreError::Value(msg.into())
     }
-    pub fn shape(msg: impl Into<String>) -> Self {
-        CoreError::Shape(msg.into())
-    }
 }
 
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CoreError::Value(m) | CoreError::Shape(m) => f.write_str(m),
+            CoreError::Value(m) => f.write_str(m),
         }
     }
 }

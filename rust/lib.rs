@@ -7,15 +7,18 @@ pub mod bounds;
 pub mod certify;
 pub mod count;
 pub mod error;
+pub mod int_value;
 mod math;
 pub mod normal;
+pub mod prob;
 pub mod radius;
 pub mod scan;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use beta::Prob;
-pub use certify::{certify_batch, Bound, IntValue, Params};
+pub use certify::{certify_batch, Bound, Params};
 pub use count::count_labels;
 pub use error::{CoreError, CoreResult};
+pub use int_value::IntValue;
+pub use prob::Prob;

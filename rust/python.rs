@@ -9,8 +9,9 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::certify::{self, Bound as BoundKind, IntValue, Params};
+use crate::certify::{self, Bound as BoundKind, Params};
 use crate::error::CoreError;
+use crate::int_value::IntValue;
 use crate::{bounds, count};
 
 /// Set in a forked child (os.register_at_fork): rayon's pool does not survive fork(),
@@ -25,7 +26,6 @@ impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
         match err {
             CoreError::Value(m) => PyValueError::new_err(m),
-            CoreError::Shape(m) => PyValueError::new_err(m),
         }
     }
 }
@@ -112,22 +112,7 @@ fn clopper_pearson<'py>(
     alpha: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<LowerUpper<'py>> {
     let (x, n, a) = (successes.as_array(), trials.as_array(), alpha.as_array());
-    if x.len() != n.len() || x.len() != a.len() {
-        return Err(PyValueError::new_err("successes, trials and alpha must have one shape after broadcasting"));
-    }
-    for i in 0..x.len() {
-        bounds::validate(x[i], n[i], a[i])?;
-    }
-    let (lower, upper) = py.detach(|| {
-        use rayon::prelude::*;
-        let one = |i: usize| {
-            let (xi, ni) = (x[i] as u64, n[i] as u64);
-            (bounds::lower(xi, ni, a[i]).p, bounds::upper(xi, ni, a[i]).p)
-        };
-        let pairs: Vec<(f64, f64)> =
-            if parallel() { (0..x.len()).into_par_iter().map(one).collect() } else { (0..x.len()).map(one).collect() };
-        pairs.into_iter().unzip::<f64, f64, Vec<f64>, Vec<f64>>()
-    });
+    let (lower, upper) = py.detach(|| bounds::clopper_pearson(x, n, a, parallel()))?;
     Ok((lower.into_pyarray(py), upper.into_pyarray(py)))
 }
 

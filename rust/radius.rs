@@ -1,7 +1,7 @@
 //! The tight top-k radius of Theorem 1 (Jia et al., ICLR 2020) from probability bounds.
 
-use crate::beta::Prob;
 use crate::normal;
+use crate::prob::Prob;
 
 /// The certified l2 radius of a label in the top-k.
 ///

@@ -6,8 +6,8 @@
 
 use ndarray::ArrayView1;
 
-use crate::certify::IntValue;
 use crate::error::{CoreError, CoreResult};
+use crate::int_value::IntValue;
 
 /// What the radius needs of a row: the sample size, the label's count and the `k` largest
 /// counts of the other labels, largest first (`top()`).
