@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import subprocess
 import sys
 
@@ -160,10 +161,19 @@ def test_baseline_rows_zero_skips_the_baseline():
     assert report.notes == ("baseline_rows = 0: the paper's algorithm was not run, so there is no ratio",)
 
 
-def test_threads_runs_in_a_pool_of_that_size_with_the_same_radii():
+def test_threads_runs_in_a_pool_of_that_size_with_the_same_radii(monkeypatch):
     counts, labels = synthetic_counts(np.random.default_rng(2), 300, 10, 10_000)
     here_s, here = benchmark._timed_certify(counts, labels, [1, 3], 0.25, 0.001, None, 1)
+    envs = []
+    real_run = subprocess.run
+
+    def recording_run(cmd, **kwargs):
+        envs.append(kwargs.get("env"))
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(benchmark.subprocess, "run", recording_run)
     child_s, child = benchmark._timed_certify(counts, labels, [1, 3], 0.25, 0.001, 1, 1)
+    assert len(envs) == 1 and envs[0]["RAYON_NUM_THREADS"] == "1"
     assert here_s > 0 and child_s > 0
     assert child.shape == (300, 2)
     np.testing.assert_array_equal(child, here)
@@ -200,3 +210,9 @@ def test_cli_bench_refuses_bad_flags(flag, value, capsys):
     assert exited.value.code == 2
     assert f"argument {flag}: expected an int" in capsys.readouterr().err
 
+
+
+def test_a_failing_child_process_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(benchmark.sys, "executable", shutil.which("false") or "/bin/false")
+    with pytest.raises(RuntimeError, match=r"child process \(RAYON_NUM_THREADS=2\) failed: exit code 1"):
+        run_benchmark(**_small(), threads=2, baseline_rows=0, repeat=1)
