@@ -181,16 +181,20 @@ def test_image_folder_order_labels_and_shape(image_folder):
 
 def test_image_folder_resize_and_crop_follow_torchvision(image_folder, pil):
     source = open_data(f"imagenet:{image_folder}")
+
+    def check(index, path, new_size, box):
+        np.testing.assert_array_equal(source.read([index])[0], _cohen_by_hand(pil, path, new_size, box))
+
     # 301x240 (landscape): height 256, width int(256 * 301 / 240) = 321; crop left
     # int(round(97 / 2)) = 48 (round half to even), top int(round(32 / 2)) = 16.
-    np.testing.assert_array_equal(source.read([2])[0], _cohen_by_hand(pil, image_folder / "n01" / "b.png", (321, 256), (48, 16, 272, 240)))
+    check(2, image_folder / "n01" / "b.png", (321, 256), (48, 16, 272, 240))
     # 230x262 (portrait): width 256, height int(256 * 262 / 230) = int(291.6) = 291 (truncated,
     # not rounded); left 16, top int(round(33.5)) = 34.
-    np.testing.assert_array_equal(source.read([1])[0], _cohen_by_hand(pil, image_folder / "n01" / "a.JPEG", (256, 291), (16, 34, 240, 258)))
+    check(1, image_folder / "n01" / "a.JPEG", (256, 291), (16, 34, 240, 258))
     # 256x300: the shorter side is already 256, so no resampling at all; top int(round(38)) = 38.
-    np.testing.assert_array_equal(source.read([6])[0], _cohen_by_hand(pil, image_folder / "n02" / "c.png", (256, 300), (16, 38, 240, 262)))
+    check(6, image_folder / "n02" / "c.png", (256, 300), (16, 38, 240, 262))
     # 12x9, upscaled: height 256, width int(256 * 12 / 9) = 341; left int(round(58.5)) = 58.
-    np.testing.assert_array_equal(source.read([0])[0], _cohen_by_hand(pil, image_folder / "n01" / "B.PNG", (341, 256), (58, 16, 282, 240)))
+    check(0, image_folder / "n01" / "B.PNG", (341, 256), (58, 16, 282, 240))
 
 
 def test_image_folder_corrupt_image_is_named_when_read(image_folder):

@@ -55,8 +55,14 @@ def cohen_checkpoint(path, arch, network, mean, sd, data_parallel=False, **extra
     """Save as Cohen et al.'s train.py does: Sequential(normalize, network), DataParallel for resnet50."""
     inner = torch.nn.DataParallel(network) if data_parallel else network
     trained = torch.nn.Sequential(CohenNormalizeLayer(mean, sd), inner)
-    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1, momentum=0.9)
-    blob = {"epoch": 90, "arch": arch, "state_dict": trained.state_dict(), "optimizer": optimizer.state_dict()}
+    # What SGD(momentum=0.9).state_dict() holds after training (built by hand: importing
+    # torch.optim takes seconds).
+    params = list(trained.parameters())
+    optimizer = {
+        "state": {i: {"momentum_buffer": torch.zeros_like(p)} for i, p in enumerate(params[:3])},
+        "param_groups": [{"lr": 0.001, "momentum": 0.9, "weight_decay": 1e-4, "params": list(range(len(params)))}],
+    }
+    blob = {"epoch": 90, "arch": arch, "state_dict": trained.state_dict(), "optimizer": optimizer}
     blob.update(extra)
     torch.save(blob, path)
     return torch.nn.Sequential(CohenNormalizeLayer(mean, sd), network).eval()
@@ -111,7 +117,7 @@ def test_resnet20_loads_and_matches_the_trained_module(resnet20_file):
 def test_resnet110_loads_and_matches(tmp_path):
     path = tmp_path / "r110.pth"
     original = cohen_checkpoint(path, "cifar_resnet110", randomize(CifarResNet(110), 2), CIFAR10_MEAN, CIFAR10_SD)
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(load_checkpoint(path, device="cpu")(x), original(x), rtol=1e-4, atol=1e-5)
 
@@ -302,3 +308,17 @@ def test_importing_topk_certify_does_not_import_the_torch_packages():
     code = "import sys, topk_certify; print('topk_certify.models' in sys.modules, 'topk_certify.datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_data_parallel_layout_is_read_for_any_arch_and_named_in_messages(tmp_path):
+    network = randomize(CifarResNet(20), 4)
+    path = tmp_path / "dp.pth"
+    original = cohen_checkpoint(path, "cifar_resnet20", network, CIFAR10_MEAN, CIFAR10_SD, data_parallel=True)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_checkpoint(path)(x), original(x), rtol=1e-5, atol=1e-5)
+    blob = torch.load(path, weights_only=True)
+    del blob["state_dict"]["1.module.fc.bias"]
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match=r"missing '1\.module\.fc\.bias'"):
+        load_checkpoint(path)

@@ -73,7 +73,8 @@ def _mapped(path: str, info: zipfile.ZipInfo):
         raise DataError(f"{path}: x holds Python objects (dtype {dtype}); only numeric arrays are read, never pickles")
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if offset - start + nbytes != info.file_size:
-        raise DataError(f"{path}: corrupt x.npy (its header says {nbytes} bytes of data, the member holds {info.file_size - (offset - start)})")
+        held = info.file_size - (offset - start)
+        raise DataError(f"{path}: corrupt x.npy (its header says {nbytes} bytes of data, the member holds {held})")
     if nbytes == 0:  # an empty map is not allowed; the empty array is refused later anyway
         return np.empty(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order="F" if fortran else "C")
