@@ -399,3 +399,16 @@ def test_spec_errors(tmp_path):
         open_data(tmp_path / "data.csv")
     with pytest.raises(TypeError, match="a data spec must be a string or a path"):
         open_data(3)
+
+
+def test_npz_and_cifar_sources_do_not_import_torch(tmp_path, cifar_root):
+    import subprocess
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3), np.float32), y=np.zeros(2, np.int64))
+    code = (
+        "import sys; from topk_certify.datasets import open_data; "
+        f"open_data({str(tmp_path / 'd.npz')!r}).read([1]); open_data('cifar10:' + {str(cifar_root[0])!r}).read([0]); "
+        "print('torch' in sys.modules, 'PIL' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
