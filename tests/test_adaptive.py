@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from topk_certify import _adaptive_sampling, adaptive
+from topk_certify import adaptive
+from topk_certify.smoothing import adaptive_loop as _adaptive_sampling
 from topk_certify.stats import certify_counts
 
 

@@ -9,15 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from topk_certify import analyze
-from topk_certify.analyze import (
-    ResultsFormatError,
-    certified_accuracy,
-    default_radii,
-    envelope,
-    format_samples,
-    load_results,
-)
+from topk_certify import analysis as analyze
+from topk_certify.analysis import certified_accuracy, default_radii, envelope, format_samples
+from topk_certify.formats.table import ResultsFormatError, load_results
 
 # Five examples. radius@1: 0, 0.25, 0.6, 0.1, 0.5; radius@3: 0.5, 0.8, 1.1, 0.25, 0.75.
 ONE = (

@@ -146,7 +146,7 @@ def test_without_scipy_there_is_no_ratio_and_a_note(monkeypatch):
 def test_package_imports_without_scipy():
     code = (
         "import sys; sys.modules['scipy'] = None; sys.modules['scipy.stats'] = None\n"
-        "import topk_certify, topk_certify.benchmark, topk_certify._paper_baseline, topk_certify.cli_bench\n"
+        "import topk_certify, topk_certify.benchmark, topk_certify._paper_baseline, topk_certify.cli.bench\n"
         "try:\n    topk_certify._paper_baseline.paper_radius([5, 5], 0, 1, 0.25, 0.001)\n"
         "except ImportError:\n    print('ImportError only when called')\n"
     )
@@ -182,7 +182,7 @@ def test_threads_runs_in_a_pool_of_that_size_with_the_same_radii(monkeypatch):
 
 
 def _bench_parser():
-    from topk_certify import cli_bench
+    from topk_certify.cli import bench as cli_bench
 
     parser = argparse.ArgumentParser(prog="topk-certify")
     cli_bench.register(parser.add_subparsers(dest="command"))

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import topk_certify  # noqa: E402
-from topk_certify.countsfile import read_counts_file  # noqa: E402
+from topk_certify.formats.counts import read_counts_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODELS = str(HERE / "cli_models.py")

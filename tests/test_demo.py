@@ -15,8 +15,8 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 pytest.importorskip("tqdm")
 
-from topk_certify.analyze import load_results  # noqa: E402
-from topk_certify.demo import SMOKE_EXAMPLES, load_digits_split  # noqa: E402
+from topk_certify.digits import SMOKE_EXAMPLES, load_digits_split  # noqa: E402
+from topk_certify.formats.table import load_results  # noqa: E402
 
 COLUMNS = ["idx", "label", "radius@1", "radius@3", "radius@5", "time"]
 
@@ -139,21 +139,12 @@ def test_bad_options_are_one_line(tmp_path):
         assert "Traceback" not in done.stderr
 
 
-def _adaptive_supported() -> bool:
-    from topk_certify.demo import _adaptive_supported as supported
-
-    return supported()
-
-
 def test_adaptive_smoke_reports_the_samples_and_time_saved(smoke, tmp_path):
     """--adaptive beside a finished fixed run: its own files, the cached model, and the
     samples and time per digit of both protocols."""
     out = tmp_path / "adaptive"
     shutil.copytree(smoke["out"], out)
     done, _ = run("demo", "--smoke", "--out", out, "--no-progress", "--adaptive")
-    if not _adaptive_supported():
-        assert done.returncode == 2 and "adaptive" in done.stderr
-        pytest.skip("certify_batch has no adaptive mode in this build")
     assert done.returncode == 0, done.stderr
     assert "using the cached model" in done.stdout
     assert (out / "certify.tsv").read_text() == smoke["table"]  # the fixed run is kept

@@ -69,12 +69,13 @@ def test_bad_arguments_are_refused_before_sampling(changes, error, match):
     "changes, error, match",
     [(dict(n0=0), ValueError, "n0"), (dict(n0=2.5), TypeError, "n0")],
 )
-def test_bad_n0_in_prediction_mode(changes, error, match):
+def test_bad_n0_is_refused_in_both_modes(changes, error, match):
+    """n0 is used only in prediction mode, but a bad one is a mistake in either mode."""
     model = _model()
-    with pytest.raises(error, match=match):
-        tc.certify_batch(model, X, **_with(**changes))
+    for labels in (None, [0, 1, 2]):
+        with pytest.raises(error, match=match):
+            tc.certify_batch(model, X, labels, **_with(**changes))
     assert model.sizes == []
-    tc.certify_batch(model, X, [0, 1, 2], **_with(**changes))  # n0 is not used with labels
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import topk_certify as tc
-from topk_certify import _sampler
+from topk_certify.smoothing import sampler as _sampler
 from test_smoothing_models import IntervalClassifier, LinearBinary, Recorder
 from test_smoothing_models import one_torch_thread  # noqa: F401 (autouse fixture)
 

@@ -1,8 +1,4 @@
-"""`topk-certify analyze`: certified top-k accuracy against the radius, from `certify` output.
-
-An OUT file is the TSV that `topk-certify certify` writes: a header, then one row per example
-with `idx`, `label`, one `radius@K` column per k, optionally `n` (samples used, adaptive runs)
-and `time`. Other columns are ignored; lines starting with `#` are comments.
+"""Certified top-k accuracy against the radius, from certify's OUT files (`formats.table`).
 
 Certified top-k accuracy at radius r is the fraction of examples whose radius@K is strictly
 above r (the certificate covers perturbations of norm strictly below the radius, and a radius
@@ -12,7 +8,8 @@ k, the best accuracy over the files.
 
 Library use::
 
-    from topk_certify.analyze import load_results, certified_accuracy
+    from topk_certify.analysis import certified_accuracy
+    from topk_certify.formats.table import load_results
     res = load_results("out.tsv")
     certified_accuracy(res.radius, [0.0, 0.5])   # (2, len(res.ks)) fractions
 
@@ -21,226 +18,27 @@ matplotlib is needed only for `plot_curves` (imported when called).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import re
-import sys
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import clean_radii
+from .formats.table import Results
+
 __all__ = [
-    "Results",
-    "ResultsFormatError",
-    "load_results",
     "certified_accuracy",
+    "clean_radii",
     "default_radii",
     "envelope",
     "format_table",
     "format_file_report",
+    "format_envelope_report",
     "format_samples",
     "plot_curves",
-    "register",
 ]
 
 RADIUS_STEP = 0.25
-_RADIUS_COLUMN = re.compile(r"^radius@([0-9]+)$")
-
-
-class ResultsFormatError(ValueError):
-    """An OUT file that cannot be read as certify output (the message names file and line)."""
-
-
-@dataclass(frozen=True)
-class Results:
-    """One OUT file, parsed.
-
-    Attributes:
-        path: the file read.
-        ks: the k of each radius@K column, in file order.
-        radius: float64 (E, len(ks)); radius[e, m] is example e's radius@ks[m] (0 = not certified).
-        idx: int64 (E,), the examples' idx column (0..E-1 when the file has none).
-        labels: int64 (E,) or None (no label column).
-        n: int64 (E,) samples used per example (adaptive runs), or None.
-        time: float64 (E,) seconds per example, or None.
-        meta: the run's settings: `key=value` pairs of `#` comment lines, and the sidecar
-            `OUT.meta.json` that `certify` writes (its `n` is the per-example budget).
-        notes: things the reader skipped (e.g. a torn last line), one sentence each.
-    """
-
-    path: str
-    ks: Tuple[int, ...]
-    radius: np.ndarray
-    idx: np.ndarray
-    labels: Optional[np.ndarray] = None
-    n: Optional[np.ndarray] = None
-    time: Optional[np.ndarray] = None
-    meta: Dict[str, object] = field(default_factory=dict)
-    notes: Tuple[str, ...] = ()
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.radius.shape[0])
-
-    @property
-    def name(self) -> str:
-        """The file name without directory and extension."""
-        base = os.path.basename(self.path)
-        stem, ext = os.path.splitext(base)
-        return stem if ext.lower() in (".tsv", ".txt", ".csv") and stem else base
-
-
-# -- reading ------------------------------------------------------------------------------------
-
-
-def _parse_meta(comment: str, meta: Dict[str, object]) -> None:
-    for token in comment.lstrip("#").split():
-        key, sep, value = token.partition("=")
-        if sep and key:
-            meta[key] = value
-
-
-def _sidecar_meta(path: str) -> Dict[str, object]:
-    """The settings `certify` recorded beside OUT (OUT.meta.json), or {}."""
-    try:
-        with open(path + ".meta.json", "r", encoding="utf-8") as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def load_results(path: str) -> Results:
-    """Reads one OUT file (see the module docstring).
-
-    A final line without a trailing newline (what a run killed mid-write leaves) is skipped
-    and reported in `notes`. Raises OSError when the file cannot be read, ResultsFormatError
-    (a ValueError, naming the file and line) for anything malformed: no header, no radius@K
-    column, a row with the wrong number of fields, a radius that is not a finite number >= 0,
-    an idx that is not an int or appears twice, no complete rows.
-    """
-    path = os.fspath(path)
-    with open(path, "r", encoding="utf-8", newline="") as handle:
-        text = handle.read()
-    lines = text.split("\n")
-    notes: List[str] = []
-    if lines and lines[-1] == "":
-        lines.pop()  # the file ends with a newline: nothing after it
-    elif lines:
-        torn = lines.pop()
-        if torn.strip():
-            notes.append(
-                f"{path}: ignored line {len(lines) + 1}, which has no newline at the end "
-                "(an interrupted run's unfinished row)"
-            )
-
-    meta: Dict[str, object] = _sidecar_meta(path)
-    header: Optional[List[str]] = None
-    header_line = 0
-    rows: List[Tuple[int, List[str]]] = []
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            _parse_meta(line, meta)
-            continue
-        if header is None:
-            header, header_line = [name.strip() for name in line.split("\t")], number
-        else:
-            rows.append((number, line.split("\t")))
-    if header is None:
-        if notes:
-            raise ResultsFormatError(f"{path}: its only line (the header) is incomplete")
-        raise ResultsFormatError(f"{path} is empty: expected a header with radius@K columns")
-
-    k_columns: List[Tuple[int, int]] = []  # (k, column)
-    for column, name in enumerate(header):
-        match = _RADIUS_COLUMN.match(name)
-        if match:
-            k = int(match.group(1))
-            if any(k == seen for seen, _ in k_columns):
-                raise ResultsFormatError(f"{path}:{header_line}: column radius@{k} appears twice")
-            k_columns.append((k, column))
-    if not k_columns:
-        hint = ""
-        if "radius" in header:
-            hint = " (a single-k `radius` output names its column `radius`: rename it radius@K)"
-        raise ResultsFormatError(
-            f"{path}:{header_line}: no radius@K columns in the header "
-            f"({' '.join(header)[:80]}){hint}"
-        )
-    if not rows:
-        raise ResultsFormatError(f"{path} has no finished rows (only a header)")
-
-    def column_of(name: str) -> Optional[int]:
-        return header.index(name) if name in header else None
-
-    idx_col, label_col, n_col, time_col = (column_of(c) for c in ("idx", "label", "n", "time"))
-    width = len(header)
-    radius = np.empty((len(rows), len(k_columns)), dtype=np.float64)
-    idx = np.arange(len(rows), dtype=np.int64)
-    labels = np.empty(len(rows), dtype=np.int64) if label_col is not None else None
-    n = np.empty(len(rows), dtype=np.int64) if n_col is not None else None
-    times: Optional[np.ndarray] = np.empty(len(rows)) if time_col is not None else None
-    seen: Dict[int, int] = {}
-
-    for row, (number, fields) in enumerate(rows):
-        where = f"{path}:{number}"
-        if len(fields) != width:
-            raise ResultsFormatError(
-                f"{where}: expected {width} tab-separated fields as in the header, got {len(fields)}"
-            )
-        if idx_col is not None:
-            idx[row] = _parse_int(fields[idx_col], "idx", where)
-            first = seen.setdefault(int(idx[row]), number)
-            if first != number:
-                raise ResultsFormatError(f"{where}: idx {idx[row]} appears twice (first on line {first})")
-        if labels is not None:
-            labels[row] = _parse_int(fields[label_col], "label", where)
-        if n is not None:
-            n[row] = _parse_int(fields[n_col], "n", where)
-        for m, (k, column) in enumerate(k_columns):
-            radius[row, m] = _parse_radius(fields[column], f"radius@{k}", where)
-        if times is not None:
-            try:
-                times[row] = float(fields[time_col])
-            except ValueError:
-                times = None  # time is informational only
-    return Results(
-        path=path,
-        ks=tuple(k for k, _ in k_columns),
-        radius=radius,
-        idx=idx,
-        labels=labels,
-        n=n,
-        time=times,
-        meta=meta,
-        notes=tuple(notes),
-    )
-
-
-def _parse_int(text: str, name: str, where: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ResultsFormatError(f"{where}: {name} must be an integer >= 0, got {text.strip()!r}") from None
-    if value < 0:
-        raise ResultsFormatError(f"{where}: {name} must be an integer >= 0, got {value}")
-    return value
-
-
-def _parse_radius(text: str, name: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ResultsFormatError(f"{where}: {name} must be a finite number >= 0, got {text.strip()!r}")
-    return value
 
 
 # -- numbers ------------------------------------------------------------------------------------
@@ -269,15 +67,6 @@ def default_radii(max_radius: float, step: float = RADIUS_STEP) -> np.ndarray:
     """0, step, 2 step, ... up to max_radius rounded up to a multiple of step."""
     top = math.ceil(max(float(max_radius), 0.0) / step - 1e-9)
     return np.arange(top + 1, dtype=np.float64) * step
-
-
-def clean_radii(rs: Sequence[float]) -> np.ndarray:
-    """User radii: finite and >= 0 (else ValueError), sorted, duplicates removed."""
-    values = np.asarray(list(rs), dtype=np.float64)
-    bad = values[~(np.isfinite(values) & (values >= 0))]
-    if bad.size:
-        raise ValueError(f"radii must be finite numbers >= 0, got {bad[0]!r}")
-    return np.unique(values)
 
 
 def _check_same_examples(results: Sequence[Results]) -> None:
@@ -501,102 +290,3 @@ def plot_curves(results: Sequence[Results], path: str, title: Optional[str] = No
     fig.savefig(path)
 
 
-# -- command line -------------------------------------------------------------------------------
-
-
-def _radius_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a radius (a number >= 0), got {text!r} (put the OUT files before --radii)"
-        ) from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"a radius must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def register(sub) -> None:
-    """Adds `analyze` to the command line's subparsers."""
-    parser = sub.add_parser(
-        "analyze",
-        help="certified top-k accuracy against the radius, from certify output",
-        description="Certified top-k accuracy (the share of examples whose radius@K is strictly "
-        "above r; radius 0 = not certified) at each radius r, for every radius@K column of "
-        "certify's OUT.tsv, as an aligned table in percent. With several files over the same "
-        "examples (e.g. one per sigma): a block per k with a column per file and the best "
-        "(the paper's envelope). Files with an n column (adaptive runs) also get the samples spent.",
-    )
-    parser.add_argument("files", nargs="+", metavar="OUT.tsv", help="certify output file(s)")
-    parser.add_argument(
-        "--radii", type=_radius_arg, nargs="+", metavar="R",
-        help="radii to report (default 0, 0.25, 0.5, ... up to the largest radius in the files)",
-    )
-    parser.add_argument(
-        "--plot", metavar="FILE.png",
-        help="also draw certified accuracy against the radius, one curve per k (needs matplotlib)",
-    )
-    parser.set_defaults(handler=run_analyze)
-
-
-def analyze_files(
-    paths: Sequence[str],
-    radii: Optional[Sequence[float]] = None,
-    plot: Optional[str] = None,
-    *,
-    n_max: Optional[int] = None,
-    out=None,
-    err=None,
-) -> List[Results]:
-    """What the command does: read, print the report to `out`, notes to `err`, draw `plot`.
-
-    Raises topk_certify.cli.CliError for user errors. Returns the parsed files.
-    """
-    from .cli import CliError
-
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    results = []
-    for path in paths:
-        try:
-            res = load_results(path)
-        except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise CliError(f"cannot read {path}: not a text file") from None
-        except ResultsFormatError as exc:
-            raise CliError(str(exc)) from None
-        for note in res.notes:
-            err.write(f"topk-certify: warning: {note}\n")
-        results.append(res)
-    if radii is None:
-        rs = default_radii(max(float(res.radius.max()) for res in results))
-    else:
-        try:
-            rs = clean_radii(radii)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-    if len(results) == 1:
-        report = format_file_report(results[0], rs, n_max)
-    else:
-        try:
-            report = format_envelope_report(results, rs, n_max)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-    if plot is not None:  # before printing: a failure leaves one error line, no half output
-        try:
-            plot_curves(results, plot)
-        except ImportError as exc:
-            raise CliError(str(exc)) from None
-        except OSError as exc:
-            raise CliError(f"cannot write {plot}: {exc.strerror or exc}") from None
-        except ValueError as exc:  # e.g. an extension matplotlib cannot write
-            raise CliError(f"cannot write {plot}: {exc}") from None
-        report += f"\nplot: {plot}"
-    out.write(report + "\n")
-    out.flush()
-    return results
-
-
-def run_analyze(args: argparse.Namespace) -> None:
-    analyze_files(args.files, args.radii, args.plot)

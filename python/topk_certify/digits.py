@@ -1,32 +1,19 @@
-"""`topk-certify demo`: the whole pipeline on a real data set, with nothing downloaded.
+"""The demo's data and model: scikit-learn's 8x8 handwritten digits (1797 images, 10
+classes; the data ship inside scikit-learn), scaled to [0, 1], shape (E, 1, 8, 8), split
+into 1297 training and 500 held-out images; a small MLP (normalisation inside the model, as
+in Cohen et al.'s models) trained with Gaussian noise augmentation at the demo's sigma, a few
+seconds on one CPU core. The model is saved as TorchScript (DIR/model.pt) with the held-out
+data (DIR/data.npz, arrays x and y) and reused by the next run made with the same settings
+(DIR/model.json). The `demo` command (`cli/demo.py`) certifies and analyzes them.
 
-1. Data: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes; the data ship inside
-   scikit-learn), scaled to [0, 1], shape (E, 1, 8, 8); a fixed stratified split into 1297
-   training and 500 held-out images.
-2. Model: a small MLP (normalisation inside the model, as in Cohen et al.'s models) trained
-   with Gaussian noise augmentation at the demo's sigma (x + N(0, sigma^2 I) at every step,
-   Cohen et al.'s training), a few seconds on one CPU core (one torch thread by default: for
-   this tiny model, faster than two on a busy 2-core machine). It is saved as TorchScript
-   (DIR/model.pt) with the held-out data (DIR/data.npz, arrays x and y), so that
-   `topk-certify certify --model DIR/model.pt --data DIR/data.npz ...` works on them, and
-   reused by the next run made with the same settings (DIR/model.json).
-3. Certify: the held-out images' true labels for top-1, top-3 and top-5 (`run_certify`, the
-   `certify` command's job) into DIR/certify.tsv and DIR/counts.txt, with a progress bar.
-   A rerun with the same settings resumes that file (finished rows are kept); other settings
-   start it afresh. `--adaptive` writes DIR/certify_adaptive.tsv (and counts, plot) beside
-   it, and once both protocols have run, compares their time per digit (DIR/timings.json).
-4. Analyze: the certified accuracy table, and the plot DIR/certified_accuracy.png.
-
-torch, scikit-learn and matplotlib are imported when the demo runs (`pip install
-'topk-certify[demo]'`), not when the command line starts.
+torch and scikit-learn are imported when used (`pip install 'topk-certify[demo]'`).
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
 import os
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -34,7 +21,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["DemoSettings", "load_digits_split", "train_model", "run_demo", "register"]
+from .formats.atomic import replace_atomically, write_text_atomically
+
+__all__ = ["DemoSettings", "load_digits_split", "train_model", "prepare_model"]
 
 DEMO_VERSION = 1  # bump when the data, the model or its training change: caches are redone
 KS = (1, 3, 5)
@@ -83,9 +72,7 @@ def load_digits_split(seed: int = 0, test_size: int = TEST_SIZE):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:
-        from .cli import CliError
-
-        raise CliError("the demo needs scikit-learn (its digits data): pip install 'topk-certify[demo]'") from None
+        raise ImportError("the demo needs scikit-learn (its digits data): pip install 'topk-certify[demo]'") from None
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
@@ -160,7 +147,7 @@ def _accuracy(torch, model, x: np.ndarray, y: np.ndarray, sigma: float, seed: in
     return float(clean), float(noisy)
 
 
-def _read_json(path: str) -> Optional[dict]:
+def read_json(path: str) -> Optional[dict]:
     try:
         with open(path, "r", encoding="utf-8") as handle:
             value = json.load(handle)
@@ -169,12 +156,15 @@ def _read_json(path: str) -> Optional[dict]:
     return value if isinstance(value, dict) else None
 
 
-def _write_json(path: str, value: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+def write_json(path: str, value: dict) -> None:
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def _save_atomically(path: str, save) -> None:
+    """save(file) writes the content; the file at `path` is replaced only once it is complete."""
+    buffer = io.BytesIO()
+    save(buffer)
+    replace_atomically(path, buffer.getvalue())
 
 
 def prepare_model(out_dir: str, settings: DemoSettings, *, fresh: bool = False, log=print):
@@ -185,7 +175,7 @@ def prepare_model(out_dir: str, settings: DemoSettings, *, fresh: bool = False, 
     model_path = os.path.join(out_dir, MODEL_FILE)
     data_path = os.path.join(out_dir, DATA_FILE)
     json_path = os.path.join(out_dir, MODEL_JSON)
-    info = _read_json(json_path)
+    info = read_json(json_path)
     cached = (
         not fresh
         and info is not None
@@ -226,235 +216,21 @@ def prepare_model(out_dir: str, settings: DemoSettings, *, fresh: bool = False, 
             "clean_accuracy": clean, "noisy_accuracy": noisy,
             "train_examples": int(len(x_train)), "test_examples": int(len(x_test))}
     # model.json last: it is what marks the cache valid.
-    stale = [RUN_JSON, _adaptive_name(RUN_JSON), TIMINGS_JSON]  # made with the old model
+    stale = [RUN_JSON, adaptive_name(RUN_JSON), TIMINGS_JSON]  # made with the old model
     for path in [json_path] + [os.path.join(out_dir, name) for name in stale]:
         if os.path.exists(path):
             os.remove(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(model, model_path + ".tmp")
-    os.replace(model_path + ".tmp", model_path)
-    with open(data_path + ".tmp", "wb") as handle:
-        np.savez(handle, x=x_test, y=y_test)
-    os.replace(data_path + ".tmp", data_path)
-    _write_json(json_path, info)
+        _save_atomically(model_path, lambda handle: torch.jit.save(model, handle))
+    _save_atomically(data_path, lambda handle: np.savez(handle, x=x_test, y=y_test))
+    write_json(json_path, info)
     return model, x_test, y_test, info
 
 
-def _adaptive_name(name: str) -> str:
+def adaptive_name(name: str) -> str:
     """certify.tsv -> certify_adaptive.tsv: the adaptive run's files sit beside the fixed run's."""
     stem, ext = os.path.splitext(name)
     return f"{stem}_adaptive{ext}"
 
 
-# -- the pipeline -------------------------------------------------------------------------------
-
-
-def _adaptive_supported() -> bool:
-    import inspect
-
-    from .smoothing import certify_batch
-
-    return "adaptive" in inspect.signature(certify_batch).parameters
-
-
-def run_demo(
-    out_dir: str,
-    *,
-    smoke: bool = False,
-    sigma: float = DEFAULT_SIGMA,
-    n: Optional[int] = None,
-    adaptive: bool = False,
-    seed: int = 0,
-    threads: Optional[int] = 1,
-    fresh: bool = False,
-    progress: bool = True,
-    log=print,
-) -> dict:
-    """Runs the demo into out_dir (see the module docstring). Returns the paths written."""
-    from .cli import CliError
-
-    try:
-        import torch
-    except ImportError:
-        raise CliError("the demo needs PyTorch: pip install 'topk-certify[demo]'") from None
-    from . import analyze
-    from .job import run_certify
-
-    if not (sigma > 0 and np.isfinite(sigma)):
-        raise CliError(f"--sigma must be a positive number, got {sigma}")
-    n = (SMOKE_N if smoke else DEFAULT_N) if n is None else n
-    if n < 1:
-        raise CliError(f"--n must be a positive integer, got {n}")
-    if seed < 0:
-        raise CliError(f"--seed must be non-negative, got {seed}")
-    if adaptive and not _adaptive_supported():
-        raise CliError("--adaptive: this build of topk-certify has no adaptive certification yet")
-    if threads is not None:
-        if threads < 1:
-            raise CliError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise CliError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-
-    settings = DemoSettings(
-        sigma=float(sigma), seed=int(seed), epochs=SMOKE_EPOCHS if smoke else EPOCHS,
-        test_examples=SMOKE_EXAMPLES if smoke else TEST_SIZE,
-    )
-    model, x_test, y_test, info = prepare_model(out_dir, settings, fresh=fresh, log=log)
-
-    per_run = _adaptive_name if adaptive else (lambda name: name)
-    paths = {name: os.path.join(out_dir, file) for name, file in (
-        ("model", MODEL_FILE), ("data", DATA_FILE), ("out", per_run(OUT_FILE)),
-        ("counts", per_run(COUNTS_FILE)), ("plot", per_run(PLOT_FILE)))}
-    run = {"model": info["settings"], "ks": list(KS), "sigma": float(sigma), "n": int(n),
-           "alpha": ALPHA, "batch_size": BATCH_SIZE, "seed": int(seed), "adaptive": bool(adaptive)}
-    run_json = os.path.join(out_dir, per_run(RUN_JSON))
-    if fresh or _read_json(run_json) != run:
-        # Other settings (or none recorded): start the certification afresh.
-        for path in (paths["out"], paths["out"] + ".meta.json", paths["counts"], paths["plot"]):
-            if os.path.exists(path):
-                os.remove(path)
-        _write_json(run_json, run)
-        resuming = False
-    else:
-        resuming = os.path.exists(paths["out"])
-
-    mode = f"adaptive, at most n={n:,}" if adaptive else f"n={n:,}"
-    log(f"certifying the true label of {len(y_test)} held-out digits for top-{', top-'.join(map(str, KS))} "
-        f"(sigma={sigma}, {mode} noise samples each, alpha={ALPHA})"
-        + (": resuming the rows already in " + paths["out"] if resuming else " ..."))
-    start = time.perf_counter()
-    run_certify(
-        model, x_test, y_test, out=paths["out"], ks=list(KS), sigma=float(sigma), n=int(n),
-        alpha=ALPHA, batch_size=BATCH_SIZE, seed=int(seed), device="cpu", counts=paths["counts"],
-        resume=True, progress=progress, adaptive=bool(adaptive),
-    )
-    seconds = time.perf_counter() - start
-    log(f"certified in {seconds:.1f} s" + (" (the rest was already done)" if resuming else ""))
-
-    results = analyze.load_results(paths["out"])
-    for note in results.notes:
-        sys.stderr.write(f"topk-certify: warning: {note}\n")
-    rs = analyze.default_radii(float(results.radius.max()))
-    log("")
-    log(analyze.format_file_report(results, rs, n_max=n))
-    if results.time is not None:
-        log(_compare_timings(out_dir, results, n=n, adaptive=adaptive))
-    try:
-        budget = f"adaptive, n <= {n:,}" if adaptive else f"n={n:,}"
-        analyze.plot_curves([results], paths["plot"],
-                            title=f"certified top-k accuracy, 8x8 digits (sigma={sigma}, {budget})")
-    except ImportError as exc:
-        sys.stderr.write(f"topk-certify: warning: no plot: {exc}\n")
-        paths.pop("plot")
-
-    log("")
-    log(f"files in {out_dir}:")
-    described = {
-        "model": "TorchScript model (MLP trained with Gaussian noise)",
-        "data": f"the {len(y_test)} held-out digits (arrays x, y)",
-        "out": "certified radius of each digit's true label (idx, label, radius@K, "
-        + ("n, time)" if adaptive else "time)"),
-        "counts": "noise-sample counts per digit (the paper's frequency format)",
-        "plot": "certified accuracy against the radius",
-    }
-    for name, path in paths.items():
-        log(f"  {path:<{max(len(p) for p in paths.values())}}  {described[name]}")
-    log("certify them again with other settings:")
-    log(f"  topk-certify certify --model {paths['model']} --data {paths['data']} --sigma {sigma} "
-        f"--k 1 3 5 --n {n}{' --adaptive' if adaptive else ''} -o OTHER.tsv")
-    return paths
-
-
-def _times(slow: float, fast: float) -> str:
-    ratio = slow / max(fast, 1e-12)
-    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
-
-
-def _compare_timings(out_dir: str, results, *, n: int, adaptive: bool) -> str:
-    """Records this run's seconds per digit (timings.json, per protocol, for this model) and
-    compares adaptive with fixed when both have run: the time saved, measured, not guessed."""
-    path = os.path.join(out_dir, TIMINGS_JSON)
-    timings = _read_json(path) or {}
-    fixed_key, adaptive_key = f"fixed n={n}", f"adaptive n={n}"
-    per_digit = float(results.time.mean())
-    timings[adaptive_key if adaptive else fixed_key] = per_digit
-    _write_json(path, timings)
-    if fixed_key not in timings or adaptive_key not in timings:
-        if adaptive:
-            return (f"to time the fixed protocol for comparison, run the demo again without --adaptive "
-                    f"(it writes {OUT_FILE} beside this file and reuses the model)")
-        return (f"to see the time adaptive certification saves, run the demo again with --adaptive "
-                f"(it writes {_adaptive_name(OUT_FILE)} beside this file and reuses the model)")
-    fixed, quick = timings[fixed_key], timings[adaptive_key]
-    text = (f"time per digit: {1000 * fixed:.1f} ms fixed (n={n:,}), {1000 * quick:.1f} ms adaptive "
-            f"(at most n={n:,}): adaptive is {_times(fixed, quick)}")
-    if adaptive and results.n is not None:
-        text += f", with {n * results.num_examples / max(int(results.n.sum()), 1):.1f}x fewer noise samples"
-    fixed_out = os.path.join(out_dir, OUT_FILE)
-    text += (f"\ncompare their certified accuracy: topk-certify analyze {fixed_out} "
-             f"{os.path.join(out_dir, _adaptive_name(OUT_FILE))}")
-    return text
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-def register(sub) -> None:
-    """Adds `demo` to the command line's subparsers."""
-    parser = sub.add_parser(
-        "demo",
-        help="the whole pipeline on scikit-learn's 8x8 digits (nothing downloaded)",
-        description="Trains a small MLP with Gaussian noise augmentation on scikit-learn's 8x8 "
-        "handwritten digits (cached for the next run), certifies the 500 held-out digits for "
-        "top-1, top-3 and top-5 (certify.tsv, counts.txt), and prints certified accuracy "
-        "against the radius with a plot (certified_accuracy.png). A rerun with the same settings "
-        "reuses the model and continues certify.tsv where it stopped (finished rows are kept, so "
-        "a finished run is not redone); other settings, or --fresh, start it afresh.",
-    )
-    parser.add_argument(
-        "--out", metavar="DIR", default=None,
-        help=f"where the files go (default ${DIR_ENV} or ./{DEFAULT_DIR}; with --smoke, DIR/smoke)",
-    )
-    parser.add_argument(
-        "--smoke", action="store_true",
-        help=f"a tiny run for tests: {SMOKE_EXAMPLES} digits, n={SMOKE_N}, {SMOKE_EPOCHS} training epochs",
-    )
-    parser.add_argument(
-        "--adaptive", action=argparse.BooleanOptionalAction, default=False,
-        help="adaptive certification: stop each digit's sampling once its outcome is settled, "
-        "and report the samples saved (default off)",
-    )
-    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
-                        help=f"noise level for training and certification (default {DEFAULT_SIGMA})")
-    parser.add_argument("--n", type=int, default=None,
-                        help=f"noise samples per digit (default {DEFAULT_N:,}; {SMOKE_N} with --smoke)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, training and noise (default 0)")
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads (default 1: the model is tiny; on a busy 2-core machine one "
-        "thread certified 2.5x faster than two)",
-    )
-    parser.add_argument("--fresh", action="store_true", help="ignore the cached model and results: train and certify again")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bar while sampling (default on)")
-    parser.set_defaults(handler=run_demo_command)
-
-
-def run_demo_command(args: argparse.Namespace) -> None:
-    out_dir = args.out
-    if out_dir is None:
-        out_dir = os.environ.get(DIR_ENV) or DEFAULT_DIR
-        if args.smoke:
-            out_dir = os.path.join(out_dir, "smoke")
-    run_demo(
-        out_dir, smoke=args.smoke, sigma=args.sigma, n=args.n, adaptive=args.adaptive,
-        seed=args.seed, threads=args.threads, fresh=args.fresh, progress=args.progress,
-    )

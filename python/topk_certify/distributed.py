@@ -9,8 +9,9 @@ Work goes in rounds: round j hands rank r the r-th slice of `chunk` examples of 
 window of world_size * chunk examples still to do, then gathers the rows to rank 0.
 Because every example's noise depends only on (seed, its index, batch_size), the output
 equals a single process's, whatever the world size. A rank that dies breaks the next
-collective (torchrun then stops the others): the run fails loudly, and `--resume`
-continues from every row rank 0 had written.
+collective (torchrun then stops the others); an error on one rank is agreed on by all of them
+(`together`, `gather_in_order`), so every rank ends with the same message instead of waiting
+in a collective that will never complete. `--resume` continues from every row rank 0 wrote.
 
 For users with their own loop: `shard(indices, rank, world_size)` gives a rank its
 share and `gather_results(result, group_indices)` collects `CertifyResult`s on rank 0.
@@ -20,9 +21,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from datetime import timedelta
+from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+# A last resort against a rank that hangs without dying: no collective waits longer.
+TIMEOUT_ENV = "TOPK_CERTIFY_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def _timeout() -> timedelta:
+    try:
+        return timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+    except ValueError:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
 
 
 def world_size_from_env() -> int:
@@ -30,6 +44,10 @@ def world_size_from_env() -> int:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
+
+
+class AgreedError(Exception):
+    """An error raised on one rank and so on every rank: the message is that rank's."""
 
 
 @dataclass
@@ -44,15 +62,24 @@ class _Single:
     def is_writer(self) -> bool:
         return True
 
-    def broadcast(self, obj):
-        return obj
+    def together(self, work: Callable[[], T]) -> T:
+        """Runs `work` on every rank and returns this rank's result; if it fails on any rank,
+        it fails on every rank (with the first failing rank's message), so no rank is left
+        waiting in a collective."""
+        return work()
+
+    def from_writer(self, work: Callable[[], T]) -> T:
+        """As `together`, but every rank gets the writer's (rank 0's) result."""
+        return work()
 
     def rounds(self, todo: Sequence[int], chunk: int) -> Iterator[List[int]]:
         for start in range(0, len(todo), chunk):
             yield list(todo[start : start + chunk])
 
-    def gather_in_order(self, items: list) -> list:
-        return items
+    def gather_in_order(self, work: Callable[[], list]) -> list:
+        """Every rank's `work()` items on the writer, in rank order (an error on any rank is
+        an error on all, as in `together`)."""
+        return work()
 
 
 class _Torchrun(_Single):
@@ -73,21 +100,50 @@ class _Torchrun(_Single):
             backend = "gloo"
         if not dist.is_initialized():
             if backend == "nccl":
-                dist.init_process_group(backend, device_id=device)
+                dist.init_process_group(backend, device_id=device, timeout=_timeout())
             else:
-                dist.init_process_group(backend)
+                dist.init_process_group(backend, timeout=_timeout())
         # Objects travel over a gloo group even when compute uses NCCL: no GPU copies.
-        self.objects = dist.new_group(backend="gloo") if backend == "nccl" else None
+        self.objects = dist.new_group(backend="gloo", timeout=_timeout()) if backend == "nccl" else None
+        self.failed = False
         super().__init__(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
     @property
     def is_writer(self) -> bool:
         return self.rank == 0
 
-    def broadcast(self, obj):
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0, group=self.objects)
-        return box[0]
+    def _all_gather(self, item) -> list:
+        boxes: list = [None] * self.world_size
+        self.dist.all_gather_object(boxes, item, group=self.objects)
+        return boxes
+
+    def _agree(self, work: Callable[[], T]) -> List[tuple]:
+        """Every rank's (ok, value or message), after running `work` here; raises on every
+        rank when it failed on any."""
+        try:
+            mine = (True, work())
+        except Exception as exc:  # sent to every rank, raised on every rank below
+            error: Optional[Exception] = exc
+            mine = (False, " ".join(str(exc).split()) or type(exc).__name__)
+        else:
+            error = None
+        boxes = self._all_gather(mine)
+        failed = [(rank, box[1]) for rank, box in enumerate(boxes) if not box[0]]
+        if failed:
+            self.failed = True
+            if error is not None and failed[0][0] == self.rank:
+                raise error
+            rank, message = failed[0]
+            raise AgreedError(message if rank == 0 else f"rank {rank}: {message}")
+        return boxes
+
+    def together(self, work: Callable[[], T]) -> T:
+        value: list = []
+        self._agree(lambda: value.append(work()))
+        return value[0]
+
+    def from_writer(self, work: Callable[[], T]) -> T:
+        return self._agree(work)[0][1]
 
     def rounds(self, todo: Sequence[int], chunk: int) -> Iterator[List[int]]:
         window = chunk * self.world_size
@@ -95,16 +151,16 @@ class _Torchrun(_Single):
             start = base + self.rank * chunk
             yield list(todo[start : min(start + chunk, base + window, len(todo))])
 
-    def gather_in_order(self, items: list) -> list:
-        boxes = [None] * self.world_size if self.rank == 0 else None
-        self.dist.gather_object(items, boxes, dst=0, group=self.objects)
+    def gather_in_order(self, work: Callable[[], list]) -> list:
+        boxes = self._agree(work)
         if self.rank != 0:
             return []
-        return [item for box in boxes for item in box]  # rank order is example order
+        return [item for _, items in boxes for item in items]  # rank order is example order
 
     def close(self) -> None:
         if self.dist.is_initialized():
-            self.dist.barrier(group=self.objects)
+            if not self.failed:  # after a failure a rank may be gone: no barrier to wait in
+                self.dist.barrier(group=self.objects)
             self.dist.destroy_process_group()
 
 
@@ -119,9 +175,11 @@ def context() -> _Single:
     return _CONTEXT
 
 
-def shutdown() -> None:
+def shutdown(failed: bool = False) -> None:
+    """Ends the run's context; after a failure (`failed`) without waiting for other ranks."""
     global _CONTEXT
     if isinstance(_CONTEXT, _Torchrun):
+        _CONTEXT.failed = _CONTEXT.failed or failed
         _CONTEXT.close()
     _CONTEXT = None
 

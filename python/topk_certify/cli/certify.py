@@ -1,21 +1,16 @@
-"""The sampling commands of the command line: certify (here), analyze and demo."""
+"""`topk-certify certify`: certify a model on a data set, one TSV row per example (the job
+is `job.run_certify`; this module turns the flags into its settings)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .cli import CliError
+from .. import distributed
+from ..settings import CertifySettings
+from .errors import CliError
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
-    _register_certify(sub)
-    from . import analyze, demo
-
-    analyze.register(sub)
-    demo.register(sub)
-
-
-def _register_certify(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser(
         "certify",
         help="certify a model on a data set (resumable; torchrun for several GPUs/machines)",
@@ -24,8 +19,11 @@ def _register_certify(sub) -> None:
         "Run under `torchrun --nproc-per-node N -m topk_certify certify ...` to share the work.",
     )
     p.add_argument("--model", required=True, metavar="SPEC",
-                   help="path/to/file.py:NAME, package.module:NAME (an nn.Module or a no-argument callable returning one), or a TorchScript .pt/.ts file")
-    p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y")
+                   help="path/to/file.py:NAME, package.module:NAME (an nn.Module or a no-argument callable returning one), "
+                   "a TorchScript file, or a Cohen-format checkpoint (.pth/.pth.tar with arch and state_dict)")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="cifar10:ROOT (the CIFAR-10 test split in torchvision's folder), imagenet:DIR (an ImageFolder "
+                   "of the validation set), an .npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y")
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise level")
     p.add_argument("--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)")
     # --num-samples: under torchrun, whose own parser takes `--n` for an ambiguous abbreviation.
@@ -43,34 +41,81 @@ def _register_certify(sub) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default on)")
     p.add_argument("--adaptive", action="store_true", help="stop sampling an example once more samples cannot change its outcome at --radii")
     p.add_argument("--radii", type=float, nargs="+", metavar="R", help="radii the adaptive run must decide (default: multiples of 0.25)")
-    p.set_defaults(handler=run_certify_command)
+    p.set_defaults(handler=run)
 
 
-def run_certify_command(args: argparse.Namespace) -> None:
-    try:
-        import torch
-    except ImportError:
-        raise CliError("certify needs PyTorch: pip install 'topk-certify[torch]'") from None
-    from . import distributed
-    from .job import run_certify
-    from .loading import load_data, load_model, resolve_device
-
+def settings_from(args: argparse.Namespace) -> CertifySettings:
+    """The flags checked into the job's settings (the same object certify_batch builds)."""
     if args.radii is not None and not args.adaptive:
         raise CliError("--radii only applies with --adaptive")
-    ctx = distributed.context()
     try:
-        if ctx.world_size > 1 and args.device in ("auto", "cuda"):
-            device = ctx.device
-        else:
-            device = resolve_device(torch, args.device)
-        x, y = load_data(args.data)
-        model = load_model(args.model, device)
-        run_certify(
-            model, x, y, out=args.output, ks=args.k, sigma=args.sigma, n=args.n, n0=args.n0,
-            alpha=args.alpha, batch_size=args.batch_size, bound=args.bound, seed=args.seed,
-            device=device, counts=args.counts, resume=args.resume, progress=args.progress,
-            adaptive=args.adaptive, radii=args.radii,
-            describe={"model": args.model, "data": args.data},
+        return CertifySettings.build(
+            k=list(args.k), sigma=args.sigma, n=args.n, n0=args.n0, alpha=args.alpha, batch_size=args.batch_size,
+            bound=args.bound, seed=args.seed, adaptive=args.adaptive, radii=args.radii,
         )
+    except (TypeError, ValueError) as exc:
+        raise CliError(_flag_names(str(exc))) from None
+
+
+def _flag_names(message: str) -> str:
+    """The library's argument names as the command's flags."""
+    for name, flag in (("batch_size", "--batch-size"), ("n0", "--n0"), ("n", "--n"), ("seed", "--seed")):
+        if message.startswith(name + " "):
+            return flag + message[len(name):]
+    return message
+
+
+def resolve_device(torch, name: str):
+    """`auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`."""
+    from ..smoothing.inputs import parse_device
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return parse_device(torch, name)
+    except ValueError as exc:
+        if "no CUDA GPU" in str(exc):
+            raise CliError(f"--device {name}: no CUDA GPU is available here (use --device cpu or auto)") from None
+        raise CliError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+
+
+def _load(args: argparse.Namespace, torch, ctx):
+    """(device, data source, model): what the flags name, loaded (on every rank)."""
+    from ..datasets import open_data
+    from ..models import load_model
+
+    if ctx.world_size > 1 and args.device in ("auto", "cuda"):
+        device = ctx.device
+    else:
+        device = resolve_device(torch, args.device)
+    try:
+        source = open_data(args.data)
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"--data {exc}") from None
+    try:
+        model = load_model(args.model, device)
+    except ValueError as exc:
+        raise CliError(f"--model {exc}") from None
+    return device, source, model
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..smoothing.inputs import import_torch
+    from .job import run_certify
+
+    try:
+        torch = import_torch()
+    except ImportError:
+        raise CliError("certify needs PyTorch: pip install 'topk-certify[torch]'") from None
+    settings = settings_from(args)
+    ctx = distributed.context()
+    failed = True
+    try:
+        device, source, model = ctx.together(lambda: _load(args, torch, ctx))
+        run_certify(
+            model, source, settings, out=args.output, device=device, counts=args.counts, resume=args.resume,
+            progress=args.progress, describe={"model": args.model, "data": args.data},
+        )
+        failed = False
     finally:
-        distributed.shutdown()
+        distributed.shutdown(failed=failed)

@@ -1,70 +1,94 @@
-"""The paper's frequency format: one example a line, C whitespace-separated label counts,
-then the label to certify (`shared/reference/cifar0.25.txt`).
+"""The paper's frequency format, in both directions: one example a line, C label counts,
+then the label to certify (the authors' `cifar0.25.txt`).
 
-Lines starting with '#' are comments. topk-certify writes one first line
-`# topk-certify counts ...` with key=value fields saying how the counts were drawn;
-`adaptive=1` marks counts whose sample size was chosen by looking at them, which the
-fixed-n bounds of `topk-certify radius` must not be applied to.
+One strict grammar: fields are ASCII digits separated by spaces or tabs; lines starting
+with '#' are comments; a UTF-8 byte order mark is tolerated. topk-certify writes one first
+line `# topk-certify counts ...` with key=value fields saying how the counts were drawn; a
+file with two such headers (files concatenated) is refused, and `adaptive=1` marks counts
+whose sample size was chosen by looking at them, which fixed-n bounds must not be applied to.
+
+`CountsWriter` keeps the certify job's counts file in step with its OUT table.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Tuple
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .atomic import replace_atomically
+from .errors import FormatError
+
 HEADER_PREFIX = "# topk-certify counts"
+_SEPARATOR = re.compile(r"[ \t]+")
+_DIGITS = re.compile(r"[0-9]+")
 
 
-class CountsFileError(ValueError):
+class CountsFileError(FormatError):
     """A counts file that cannot be read; the message names the file and line."""
+
+
+def _read_lines(path: str | os.PathLike) -> List[str]:
+    name = os.fspath(path)
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline="") as handle:
+            return handle.read().split("\n")
+    except UnicodeDecodeError:
+        raise CountsFileError(f"{name}: not a text file (it is not UTF-8)") from None
+    except OSError as exc:
+        raise CountsFileError(f"cannot read counts file {name!r}: {exc.strerror}") from None
+
+
+def _parse_line(name: str, number: int, text: str) -> List[int]:
+    fields = _SEPARATOR.split(text)
+    if not all(_DIGITS.fullmatch(field) for field in fields):
+        raise CountsFileError(
+            f"{name}:{number}: expected whitespace-separated integers (C counts, then the label), got {text[:60]!r}"
+        )
+    if len(fields) < 3:
+        raise CountsFileError(f"{name}:{number}: a line needs at least 2 counts and a label, got {len(fields)} numbers")
+    return [int(field) for field in fields]
+
+
+def _parse(name: str, lines: Iterable[str]) -> Tuple[List[List[int]], Dict[str, str]]:
+    rows: List[List[int]] = []
+    meta: Dict[str, str] = {}
+    headers = 0
+    for number, line in enumerate(lines, start=1):
+        text = line.strip(" \t\r")
+        if not text:
+            continue
+        if text.startswith("#"):
+            if text.startswith(HEADER_PREFIX):
+                headers += 1
+                if headers > 1:
+                    raise CountsFileError(
+                        f"{name}:{number}: a second '{HEADER_PREFIX}' header: the file joins counts of "
+                        "different runs, whose bounds differ; keep one run per file"
+                    )
+                meta.update(_parse_fields(text[len(HEADER_PREFIX):].split()))
+            continue
+        values = _parse_line(name, number, text)
+        if rows and len(values) != len(rows[0]):
+            raise CountsFileError(
+                f"{name}:{number}: expected {len(rows[0]) - 1} counts and a label like the first line, got {len(values)} numbers"
+            )
+        rows.append(values)
+    return rows, meta
 
 
 def read_counts_file(path: str | os.PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, str]]:
     """(counts int64 (E, C), labels int64 (E,), header fields) from a frequency-format file."""
-    rows: List[List[int]] = []
-    meta: Dict[str, str] = {}
-    width = None
-    try:
-        handle = open(path, "r", encoding="utf-8")
-    except OSError as exc:
-        raise CountsFileError(f"cannot read counts file {os.fspath(path)!r}: {exc.strerror}") from None
-    with handle:
-        try:
-            lines = handle.readlines()
-        except UnicodeDecodeError:
-            raise CountsFileError(f"{os.fspath(path)}: not a text file (it is not UTF-8)") from None
-        for number, line in enumerate(lines, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            if text.startswith("#"):
-                if text.startswith(HEADER_PREFIX):
-                    meta.update(_parse_fields(text[len(HEADER_PREFIX):].split()))
-                continue
-            fields = text.split()
-            try:
-                values = [int(v) for v in fields]
-            except ValueError:
-                raise CountsFileError(
-                    f"{os.fspath(path)}:{number}: expected whitespace-separated integers (C counts, then the label), got {text[:60]!r}"
-                ) from None
-            if len(values) < 3:
-                raise CountsFileError(f"{os.fspath(path)}:{number}: a line needs at least 2 counts and a label, got {len(values)} numbers")
-            if width is None:
-                width = len(values)
-            elif len(values) != width:
-                raise CountsFileError(
-                    f"{os.fspath(path)}:{number}: expected {width - 1} counts and a label like the first line, got {len(values)} numbers"
-                )
-            rows.append(values)
+    name = os.fspath(path)
+    rows, meta = _parse(name, _read_lines(path))
     if not rows:
         return np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64), meta
     try:
         table = np.array(rows, dtype=np.int64)
     except OverflowError:
-        raise CountsFileError(f"{os.fspath(path)}: counts must fit in 64-bit integers") from None
+        raise CountsFileError(f"{name}: counts must fit in 64-bit integers") from None
     return table[:, :-1], table[:, -1], meta
 
 
@@ -86,9 +110,75 @@ def format_counts_line(counts: np.ndarray, label: int) -> str:
 
 
 def write_counts_file(path: str | os.PathLike, counts: np.ndarray, labels: np.ndarray, **fields: object) -> None:
-    """Writes counts in the frequency format, with a header line of `fields` if any."""
-    with open(path, "w", encoding="utf-8") as out:
-        if fields:
-            out.write(format_header(**fields))
-        for row, label in zip(np.asarray(counts), np.asarray(labels)):
-            out.write(format_counts_line(row, label))
+    """Writes counts in the frequency format (atomically), with a header line of `fields` if any."""
+    lines = [format_header(**fields)] if fields else []
+    lines += [format_counts_line(row, label) for row, label in zip(np.asarray(counts), np.asarray(labels))]
+    replace_atomically(os.fspath(path), "".join(lines).encode("utf-8"))
+
+
+class CountsWriter:
+    """The certify job's counts file, one line per OUT row, written before its row (a kill
+    never leaves a row without its counts)."""
+
+    def __init__(self, path: str, fields: Dict[str, object]):
+        self.path = path
+        self.header = format_header(**fields)
+        self.fields = {key: str(value) for key, value in fields.items()}
+        self._keep: Optional[List[str]] = None
+        self._handle = None
+
+    def check_resumable(self, expected: Sequence[Tuple[int, Optional[int]]]) -> None:
+        """Checks, reading only, that the file is this run's and holds a line for each OUT row:
+        `expected` gives each row's (label, samples used; None = the run's fixed n)."""
+        lines = _read_lines(self.path)
+        torn = lines.pop() != ""  # the last line has no newline: an interrupted write
+        rows, meta = _parse(self.path, lines)
+        if meta != self.fields:
+            what = "has no topk-certify header" if not meta else f"was written with {meta}"
+            raise CountsFileError(
+                f"--counts {self.path} {what}, not this run's settings {self.fields}: it is not this run's counts "
+                "file; choose another --counts file"
+            )
+        if len(rows) < len(expected):
+            raise CountsFileError(
+                f"--counts {self.path} has {len(rows)} examples but the output has {len(expected)}: "
+                "it does not belong to this run; choose another --counts file"
+            )
+        n = int(self.fields["n"])
+        for number, (row, (label, used)) in enumerate(zip(rows, expected), start=1):
+            if row[-1] != label or sum(row[:-1]) != (n if used is None else used):
+                raise CountsFileError(
+                    f"--counts {self.path}: example {number} does not match row {number} of the output "
+                    "(another label or sample size): it does not belong to this run; choose another --counts file"
+                )
+        body = [line for line in lines if line.strip(" \t\r") and not line.startswith("#")]
+        # Counts are written before their OUT row: the ones whose row was lost are dropped.
+        self._keep = None
+        if torn or len(body) != len(expected):
+            self._keep = [line for line in lines if line.startswith("#")] + body[: len(expected)]
+
+    def create(self) -> None:
+        try:
+            self._handle = open(self.path, "x", encoding="utf-8")
+        except FileExistsError:
+            raise CountsFileError(f"--counts {self.path} already exists: choose another --counts file") from None
+        except OSError as exc:
+            raise CountsFileError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.append(self.header)
+
+    def reopen(self) -> None:
+        """Continues the file checked by `check_resumable` (rewritten atomically first if it
+        holds lines beyond the output's rows)."""
+        if self._keep is not None:
+            replace_atomically(self.path, "".join(line + "\n" for line in self._keep).encode("utf-8"))
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def append(self, line: str) -> None:
+        assert self._handle is not None
+        self._handle.write(line)
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

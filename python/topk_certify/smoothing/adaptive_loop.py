@@ -16,8 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import adaptive
-from .stats import certify_counts
+from .. import adaptive
+from ..stats import certify_counts
 
 
 def run(sampler, *, candidates: np.ndarray, ks: Sequence[int], sigma: float, n: int, alpha: float,

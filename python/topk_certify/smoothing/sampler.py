@@ -1,6 +1,6 @@
 """Gaussian noise sampling in packed forward batches, one random stream per example (internal).
 
-The public front (`smoothing.py`) turns its arguments into *requests*: "count the next m noisy
+The public front (`api.py`, `certify.py`) turns its arguments into *requests*: "count the next m noisy
 samples of example e for purpose p". `NoiseSampler.run` packs the requests, in order, into
 forward batches of exactly `batch_size` rows (several examples share a batch when m is small;
 one example's last partial batch is filled with the next example's samples), runs the model,
@@ -13,12 +13,12 @@ are drawn, block j being the j-th draw of its generator. Forward batches are cut
 blocks (a block may straddle two batches: its leftover waits in the stream). So the noise of
 an example depends on (seed, index, purpose, batch_size, total) and on nothing else: not on
 the other examples of the call, their order, how requests split the stream into rounds
-(issue 7: adaptive rounds take "the next m samples" of a stream), or the process.
+(adaptive rounds take "the next m samples" of a stream), or the process.
 (Bitwise equality across processes needs the same torch build and device type: CPU and CUDA
 generators give different streams.)
 
-torch is imported at module level here; `smoothing.py` imports this module only inside its
-functions, so that `import topk_certify` works without torch.
+torch is imported at module level here; the rest of the front imports this module only inside
+its functions, so that `import topk_certify` works without torch.
 """
 
 from __future__ import annotations
@@ -29,13 +29,28 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .stats import count_labels
+from ..stats import count_labels
 
 # Purpose ids enter the seed hash: never renumber them, or seeded results change.
 SELECT = 0  # the n0 samples that choose the candidate labels (prediction mode)
 ESTIMATE = 1  # the n samples whose counts give the bounds
 
 _MASK63 = (1 << 63) - 1
+_FAILED_BATCH = "_topk_certify_batch_rows"
+
+
+def _mark_model_failure(exc: BaseException, rows: int) -> None:
+    """Tags an exception raised by the model itself with the batch it failed on (the caller
+    keeps the exception's own type; the command line names the stage)."""
+    try:
+        setattr(exc, _FAILED_BATCH, rows)
+    except (AttributeError, TypeError):
+        pass
+
+
+def model_failure_rows(exc: BaseException) -> Optional[int]:
+    """The batch size the model failed on, when `exc` came from the model's forward pass."""
+    return getattr(exc, _FAILED_BATCH, None)
 
 
 def fresh_seed() -> int:
@@ -220,11 +235,17 @@ class NoiseSampler:
                 f"the model's output width changed from {self._model_width} to {width}"
             )
 
+    def _forward(self, rows: int):
+        try:
+            return self.model(self._buf[:rows])
+        except Exception as exc:
+            if not self.forward_rows:
+                self._explain_dtype(exc)
+            _mark_model_failure(exc, rows)
+            raise
+
     def _forward_and_count(self, rows: int, segments: list) -> None:
-        if self.forward_rows:
-            out = self.model(self._buf[:rows])
-        else:
-            out = self._first_forward(rows)
+        out = self._forward(rows)
         self._check_output(out, rows)
         self.forward_rows += rows
         self._ensure_counts()
@@ -254,24 +275,20 @@ class NoiseSampler:
         for row, a, b in segments:
             self._counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
 
-    def _first_forward(self, rows: int):
-        """The first forward pass, where an input of another dtype than the model's
-        parameters (float64 data into a float32 model, say) fails: say so plainly."""
-        try:
-            return self.model(self._buf[:rows])
-        except RuntimeError as exc:
-            params = getattr(self.model, "parameters", None)
-            dtypes = {p.dtype for p in params() if p.is_floating_point()} if callable(params) else set()
-            if dtypes and self._buf.dtype not in dtypes:
-                names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-                have = str(self._buf.dtype).replace("torch.", "")
-                raise TypeError(
-                    f"x is {have} but the model's parameters are {names}, and the model failed on it "
-                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
-                    f"pass x in the model's dtype (e.g. x.to({next(iter(sorted(dtypes, key=str)))})) "
-                    "or convert the model"
-                ) from exc
-            raise
+    def _explain_dtype(self, exc: Exception) -> None:
+        """On the first forward pass, an input of another dtype than the model's parameters
+        (float64 data into a float32 model, say) fails: say so plainly."""
+        params = getattr(self.model, "parameters", None)
+        dtypes = {p.dtype for p in params() if p.is_floating_point()} if callable(params) else set()
+        if isinstance(exc, RuntimeError) and dtypes and self._buf.dtype not in dtypes:
+            names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+            have = str(self._buf.dtype).replace("torch.", "")
+            raise TypeError(
+                f"x is {have} but the model's parameters are {names}, and the model failed on it "
+                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                f"pass x in the model's dtype (e.g. x.to({next(iter(sorted(dtypes, key=str)))})) "
+                "or convert the model"
+            ) from exc
 
     def _stage(self, done: list):
         """Start bringing the counts of requests finished in this batch to the host.

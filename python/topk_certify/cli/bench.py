@@ -1,5 +1,5 @@
 """`topk-certify bench`: the speed of certify_counts on synthetic counts, and its ratio to
-the paper's per-example algorithm (scipy) measured in the same run. See `benchmark.py`."""
+the paper's per-example algorithm (scipy) measured in the same run. See `topk_certify.benchmark`."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    from .benchmark import describe_platform, run_benchmark
+    from ..benchmark import describe_platform, run_benchmark
 
     report = run_benchmark(
         num_classes=args.classes, k=args.k, n=args.n, rows=args.rows, threads=args.threads,

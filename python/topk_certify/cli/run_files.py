@@ -1,0 +1,108 @@
+"""The files of one certify run: OUT.tsv, its meta sidecar, the optional counts file and
+the lock. Everything is checked, reading only, before the first byte is written; then
+they are created together (or continued, on resume)."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Set
+
+from ..formats import table
+from ..formats.counts import CountsWriter
+from ..formats.lock import RunLock
+from .errors import CliError
+
+
+def same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+class RunFiles:
+    """Opened by the writing rank only."""
+
+    def __init__(self, out: str, header: Sequence[str], meta: Dict[str, object], counts: Optional[CountsWriter]):
+        self.out = out
+        self.table = table.TableWriter(out, header)
+        self.meta = meta
+        self.counts = counts
+        self.lock = RunLock(out)
+
+    def check_paths(self) -> None:
+        if self.counts is not None and same_file(self.counts.path, self.out):
+            raise CliError(f"--counts and -o name the same file ({self.out}): give the counts their own file")
+
+    def open(self, resume: bool) -> Set[int]:
+        """Locks OUT, checks every file, then creates or continues them. Returns the idx of
+        the examples already done."""
+        self.check_paths()
+        self.lock.acquire()
+        try:
+            if os.path.exists(self.out):
+                return self._continue(resume)
+            self._create()
+            return set()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _continue(self, resume: bool) -> Set[int]:
+        if not resume:
+            raise CliError(f"{self.out} already exists: pass --resume to continue that run, or choose another -o")
+        table.check_meta(self.out, self.meta)
+        rows, torn = self.table.existing_rows()
+        done = table.done_indices(self.out, rows)
+        if self.counts is not None:
+            if not os.path.exists(self.counts.path):
+                raise CliError(
+                    f"--counts {self.counts.path} does not exist but {self.out} does: a counts file can only be "
+                    "written from the start of a run (resume without --counts, or start another -o)"
+                )
+            self.counts.check_resumable(_expected_counts(rows, self.table.header))
+        # All checked: from here on, writing.
+        if self.counts is not None:
+            self.counts.reopen()
+        self.table.reopen(rows, torn)
+        return done
+
+    def _create(self) -> None:
+        if self.counts is not None and os.path.exists(self.counts.path):
+            raise CliError(
+                f"--counts {self.counts.path} already exists and {self.out} does not: choose another --counts file "
+                "(an existing one is only continued, with --resume, beside its own output)"
+            )
+        # The counts file first: if it cannot be written, no OUT is left behind.
+        created: List[str] = []
+        try:
+            if self.counts is not None:
+                self.counts.create()
+                created.append(self.counts.path)
+            self.table.create()
+            created.append(self.out)
+            table.write_meta(self.out, self.meta)
+        except BaseException:
+            self.close()
+            for path in created:
+                os.remove(path)
+            raise
+
+    def append(self, cells: Sequence[str], counts_line: str) -> None:
+        if self.counts is not None:
+            self.counts.append(counts_line)  # before its row: a kill never leaves a row without counts
+        self.table.append(cells)
+
+    def close(self) -> None:
+        self.table.close()
+        if self.counts is not None:
+            self.counts.close()
+        self.lock.release()
+
+
+def _expected_counts(rows: List[List[str]], header: Sequence[str]):
+    """(label, samples used or None) of each OUT row, for checking the counts file."""
+    n_column = header.index("n") if "n" in header else None
+    try:
+        return [(int(row[1]), None if n_column is None else int(row[n_column])) for row in rows]
+    except ValueError:
+        raise CliError("the existing output has a row whose label or n is not an integer") from None

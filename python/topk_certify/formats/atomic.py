@@ -1,0 +1,42 @@
+"""Replacing a file without ever leaving it torn or empty: the new content goes to a
+temporary file in the same folder, is synced, and is moved over the old one by rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def replace_atomically(path: str, data: bytes) -> None:
+    """`path` holds `data` afterwards; a kill at any moment leaves the old or the new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _sync_folder(folder)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    replace_atomically(path, text.encode("utf-8"))
+
+
+def _sync_folder(folder: str) -> None:
+    """The rename itself is durable only once the folder is synced (where the OS allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

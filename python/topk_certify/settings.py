@@ -1,0 +1,87 @@
+"""`CertifySettings`: the keywords of `certify_batch` checked once into one frozen object that
+flows down to the sampler and the statistics; the certify job builds the same object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Tuple, Union
+
+from ._checks import (
+    check_bool,
+    clean_radii,
+    check_int,
+    check_optional_int,
+    check_seed,
+    validate_alpha,
+    validate_bound,
+    validate_k,
+    validate_sigma,
+)
+
+
+@dataclass(frozen=True)
+class CertifySettings:
+    """How to certify: what `certify_batch`'s keywords say, checked.
+
+    ks: the k values; single_k: k was one int (result shapes drop that axis).
+    radii: the adaptive run's radii as given (sorted, without repeats), or None for the
+        default (resolved once the number of classes is known).
+    """
+
+    ks: Tuple[int, ...]
+    single_k: bool
+    sigma: float
+    n: int
+    n0: int
+    alpha: float
+    batch_size: int
+    bound: str
+    num_classes: Optional[int]
+    seed: Optional[int]
+    progress: bool
+    adaptive: bool
+    radii: Optional[Tuple[float, ...]]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        k: Any = 1,
+        sigma: Any,
+        n: Any = 100_000,
+        n0: Any = 100,
+        alpha: Any = 0.001,
+        batch_size: Any = 1000,
+        bound: Any = "simuem",
+        num_classes: Any = None,
+        seed: Any = None,
+        progress: Any = False,
+        adaptive: Any = False,
+        radii: Any = None,
+    ) -> "CertifySettings":
+        """Checks every keyword (a TypeError or ValueError naming it) before any work."""
+        sigma = validate_sigma(sigma)
+        n = check_int("n", n, 1)
+        alpha = validate_alpha(alpha)
+        batch_size = check_int("batch_size", batch_size, 1)
+        bound = validate_bound(bound)
+        ks, single_k = validate_k(k)
+        adaptive = check_bool("adaptive", adaptive)
+        if radii is not None and not adaptive:
+            raise ValueError("radii only applies to adaptive certification (adaptive=True)")
+        return cls(
+            ks=ks, single_k=single_k, sigma=sigma, n=n, n0=check_int("n0", n0, 1), alpha=alpha,
+            batch_size=batch_size, bound=bound, num_classes=check_optional_int("num_classes", num_classes, 1),
+            seed=check_seed(seed), progress=check_bool("progress", progress), adaptive=adaptive,
+            radii=None if radii is None else clean_radii(radii),
+        )
+
+    @property
+    def k(self) -> Union[int, Tuple[int, ...]]:
+        """k as the caller gave it: an int, or a tuple of ints."""
+        return self.ks[0] if self.single_k else self.ks
+
+    def but(self, **changes: Any) -> "CertifySettings":
+        """A copy with some fields changed (already checked values only)."""
+        return replace(self, **changes)
+

@@ -1,0 +1,127 @@
+"""The model, its device and the inputs, checked and prepared for sampling (torch is passed
+in by the caller, so that this module imports without it)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .._checks import as_int_array
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("sample_counts and certify_batch need PyTorch: pip install 'topk-certify[torch]'") from None
+    return torch
+
+
+def model_tensors(torch, model) -> list:
+    if isinstance(model, torch.nn.Module):
+        return [*model.parameters(), *model.buffers()]
+    return []
+
+
+def resolve_device(torch, model, device) -> "torch.device":
+    """The device of the noise: `device`, or the model's (first parameter), or the CPU."""
+    if not callable(model):
+        raise TypeError(f"model must be callable (a torch.nn.Module), got {type(model).__name__}")
+    tensors = model_tensors(torch, model)
+    if device is None:
+        return tensors[0].device if tensors else torch.device("cpu")
+    device = parse_device(torch, device)
+    elsewhere = sorted({str(t.device) for t in tensors if t.device != device})
+    if elsewhere:
+        raise ValueError(
+            f"device={str(device)!r} but the model has parameters on {', '.join(elsewhere)}; "
+            f"move the model first (model.to({str(device)!r})): it is not moved for you"
+        )
+    return device
+
+
+def parse_device(torch, device) -> "torch.device":
+    """A torch.device from a name or device, checked to exist here (cuda gets its index)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be None, a torch.device or a name like 'cpu', 'cuda', 'cuda:1'; got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here (torch.cuda.is_available() is False)")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _numpy_to_tensor(torch, x: np.ndarray, model):
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"x must hold floating-point values, got a numpy array of {x.dtype}; convert "
+            "it (scaled as the model expects) to float"
+        )
+    # A numpy array says nothing about the torch dtype: take the model's.
+    dtype = next((p.dtype for p in model_tensors(torch, model) if p.is_floating_point()), torch.get_default_dtype())
+    return torch.from_numpy(x if x.flags.writeable else x.copy()).to(dtype)
+
+
+def prepare_x(torch, x, model, device) -> "torch.Tensor":
+    """x as a floating tensor on the device, with its leading batch dimension checked."""
+    if isinstance(x, np.ndarray):
+        x = _numpy_to_tensor(torch, x, model)
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
+    elif not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (the noise is drawn in its dtype), got {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(
+            "x must have a leading batch dimension, (E, ...): got a 0-d tensor; use x[None] for a single example"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("x holds no examples (its first dimension is 0)")
+    return x.detach().to(device)
+
+
+def check_indices(indices, num_examples: int) -> Sequence[int]:
+    if indices is None:
+        return range(num_examples)
+    if hasattr(indices, "detach"):
+        indices = indices.detach().cpu().numpy()
+    array = np.asarray(indices)
+    if array.dtype.kind not in "iu" or array.shape != (num_examples,):
+        raise ValueError(
+            f"indices must be {num_examples} ints (one per example), got {array.dtype} array of shape {array.shape}"
+        )
+    if num_examples and array.min() < 0:
+        raise ValueError("indices must be non-negative")
+    return [int(i) for i in array]
+
+
+def check_labels(labels: Any, num_examples: int) -> np.ndarray:
+    if hasattr(labels, "detach"):  # a torch tensor
+        labels = labels.detach().cpu().numpy()
+    array = as_int_array(labels, "labels")
+    if array.shape != (num_examples,):
+        raise ValueError(f"labels must have shape ({num_examples},), one per example of x; got shape {array.shape}")
+    if num_examples and array.min() < 0:
+        raise ValueError(f"labels must be non-negative, got {int(array.min())}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+@contextlib.contextmanager
+def eval_mode(torch, model):
+    """Eval mode for the call; every submodule's own training flag restored after."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training

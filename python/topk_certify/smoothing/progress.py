@@ -1,0 +1,15 @@
+"""The progress bar over noise samples (tqdm, imported only when a bar is asked for)."""
+
+from __future__ import annotations
+
+
+def tqdm_class():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError("progress=True needs tqdm: pip install tqdm") from None
+    return tqdm
+
+
+def samples_bar(total: int):
+    return tqdm_class()(total=total, unit="samples", unit_scale=True, desc="certify", dynamic_ncols=True)
