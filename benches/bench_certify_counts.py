@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 
-
 N_SAMPLES = 100_000
 SIGMA = 0.25
 ALPHA = 0.001
@@ -48,8 +47,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer rows and repeats)")
     parser.add_argument("--seed", type=int, default=20200426, help="seed of the count rows")
-    parser.add_argument("--baseline-seconds", type=float, default=None,
-                        help="seconds of baseline per configuration (default 7, --quick 1)")
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=None,
+        help="seconds of baseline per configuration (default 7, --quick 1)",
+    )
     args = parser.parse_args(argv)
     budget_s = args.baseline_seconds or (1.0 if args.quick else 7.0)
     repeats = 3 if args.quick else 7
@@ -62,20 +65,33 @@ def main(argv=None):
 
     print(describe_platform())
     print(threads_line())
-    print(f"n = {N_SAMPLES:,}, sigma = {SIGMA}, alpha = {ALPHA}, bound = simuem, "
-          f"baseline ~{budget_s:g} s per configuration, ours best of {repeats}"
-          + (" (--quick)" if args.quick else ""))
+    print(
+        f"n = {N_SAMPLES:,}, sigma = {SIGMA}, alpha = {ALPHA}, bound = simuem, "
+        f"baseline ~{budget_s:g} s per configuration, ours best of {repeats}" + (" (--quick)" if args.quick else "")
+    )
     print()
 
     reports = []
     for num_classes, k, rows, quick_rows, target in CONFIGS:
         rows = quick_rows if args.quick else rows
-        report = run_benchmark(num_classes, k, N_SAMPLES, rows, baseline_rows=rows, alpha=ALPHA,
-                               sigma=SIGMA, seed=args.seed, repeat=repeats, baseline_seconds=budget_s)
+        report = run_benchmark(
+            num_classes,
+            k,
+            N_SAMPLES,
+            rows,
+            baseline_rows=rows,
+            alpha=ALPHA,
+            sigma=SIGMA,
+            seed=args.seed,
+            repeat=repeats,
+            baseline_seconds=budget_s,
+        )
         reports.append((report, target))
 
-    header = (f"{'config':<14}{'baseline s/ex':>15}{'ours s/ex':>12}{'ratio':>11}"
-              f"{'target':>9}{'aim (2x)':>10}{'met':>5}   {'rows base/ours':>15}")
+    header = (
+        f"{'config':<14}{'baseline s/ex':>15}{'ours s/ex':>12}{'ratio':>11}"
+        f"{'target':>9}{'aim (2x)':>10}{'met':>5}   {'rows base/ours':>15}"
+    )
     print(header)
     print("-" * len(header))
     for report, target in reports:
@@ -83,23 +99,28 @@ def main(argv=None):
         ours_s = report.us_per_example * 1e-6
         if report.ratio is not None:
             met = "yes" if report.ratio >= target else "no"
-            print(f"{config:<14}{report.baseline_us_per_example * 1e-6:>15.3e}{ours_s:>12.3e}"
-                  f"{report.ratio:>10,.0f}x{target:>8,}x{2 * target:>9,}x"
-                  f"{met:>5}   {report.baseline_rows:>7,}/{report.rows:,}")
+            print(
+                f"{config:<14}{report.baseline_us_per_example * 1e-6:>15.3e}{ours_s:>12.3e}"
+                f"{report.ratio:>10,.0f}x{target:>8,}x{2 * target:>9,}x"
+                f"{met:>5}   {report.baseline_rows:>7,}/{report.rows:,}"
+            )
         else:
-            print(f"{config:<14}{'-':>15}{ours_s:>12.3e}{'-':>11}"
-                  f"{target:>8,}x{2 * target:>9,}x{'-':>5}   {'-':>7}/{report.rows:,}")
+            print(
+                f"{config:<14}{'-':>15}{ours_s:>12.3e}{'-':>11}"
+                f"{target:>8,}x{2 * target:>9,}x{'-':>5}   {'-':>7}/{report.rows:,}"
+            )
     print()
-    print(f"agreement on the baseline's examples (|ours - baseline| <= {TOLERANCE:g} where "
-          f"ours < {BASELINE_CAP:g}):")
+    print(f"agreement on the baseline's examples (|ours - baseline| <= {TOLERANCE:g} where ours < {BASELINE_CAP:g}):")
     for report, _ in reports:
         config = f"C={report.num_classes}, k={report.k}"
         if report.max_deviation is not None:
             verdict = "ok" if report.agrees else f"FAIL: {report.disagreements} examples disagree"
             certified = int(round(report.certified_fraction * report.rows))
-            print(f"  {config:<14} max deviation {report.max_deviation:.2e} over "
-                  f"{report.baseline_rows:,} examples: {verdict} ({certified:,} of all "
-                  f"{report.rows:,} rows with R > 0)")
+            print(
+                f"  {config:<14} max deviation {report.max_deviation:.2e} over "
+                f"{report.baseline_rows:,} examples: {verdict} ({certified:,} of all "
+                f"{report.rows:,} rows with R > 0)"
+            )
         for note in report.notes:
             print(f"  {config:<14} note: {note}")
     failed = any(not report.agrees or report.ratio is None for report, _ in reports)

@@ -49,8 +49,12 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(32 * 8 * 8, num_classes)
 
@@ -63,10 +67,14 @@ class _Bottleneck(nn.Module):
         super().__init__()
         width, out = planes, planes * 4
         self.body = nn.Sequential(
-            nn.Conv2d(inplanes, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+            nn.Conv2d(inplanes, width, 1, bias=False),
+            nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
-            nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, out, 1, bias=False),
+            nn.BatchNorm2d(out),
         )
         self.skip = (
             nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
@@ -92,8 +100,13 @@ def resnet50(num_classes: int = 1000) -> nn.Module:
             layers.append(_Bottleneck(inplanes, planes, stride if b == 0 else 1))
             inplanes = planes * 4
     return nn.Sequential(
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(2048, num_classes),
     )
 
@@ -111,9 +124,7 @@ def bare_loop(model, x, *, sigma, n, batch_size, num_classes, seed=0):
             left = n
             while left > 0:
                 size = min(batch_size, left)
-                noise = torch.randn(
-                    (size, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
-                )
+                noise = torch.randn((size, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
                 labels = model(x[i] + sigma * noise).argmax(1)
                 counts[i] += torch.bincount(labels, minlength=num_classes)
                 left -= size
@@ -127,9 +138,7 @@ def bare_forward(model, x, *, total, batch_size, sigma=0.25):
     of max-pooling being predictable, which no real sampler can have.)
     """
     generator = torch.Generator(device=x.device).manual_seed(0)
-    noise = torch.randn(
-        (batch_size, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
-    )
+    noise = torch.randn((batch_size, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
     batch = x[0] + sigma * noise
     model.eval()
     with torch.inference_mode():
@@ -155,17 +164,11 @@ def timed(fn, device) -> float:
 def compare(model, x, *, sigma, n, batch_size, num_classes, repeats, device, forward_too=False):
     labels = np.zeros(x.shape[0], dtype=np.int64)
     runs = {
-        "certify_batch": lambda: tc.certify_batch(
-            model, x, labels, sigma=sigma, n=n, batch_size=batch_size, seed=0
-        ),
-        "bare loop": lambda: bare_loop(
-            model, x, sigma=sigma, n=n, batch_size=batch_size, num_classes=num_classes
-        ),
+        "certify_batch": lambda: tc.certify_batch(model, x, labels, sigma=sigma, n=n, batch_size=batch_size, seed=0),
+        "bare loop": lambda: bare_loop(model, x, sigma=sigma, n=n, batch_size=batch_size, num_classes=num_classes),
     }
     if forward_too:
-        runs["bare forward"] = lambda: bare_forward(
-            model, x, total=x.shape[0] * n, batch_size=batch_size
-        )
+        runs["bare forward"] = lambda: bare_forward(model, x, total=x.shape[0] * n, batch_size=batch_size)
     for fn in runs.values():  # warm up (allocator, kernels, cudnn autotune)
         fn()
     times = {name: [] for name in runs}
@@ -176,11 +179,11 @@ def compare(model, x, *, sigma, n, batch_size, num_classes, repeats, device, for
     # (as timeit reports); the median is printed next to it.
     best = {name: min(t) for name, t in times.items()}
     samples = x.shape[0] * n
-    print(f"E={x.shape[0]}, n={n}, batch_size={batch_size} "
-          f"({samples} samples, best and median of {repeats}):")
+    print(f"E={x.shape[0]}, n={n}, batch_size={batch_size} ({samples} samples, best and median of {repeats}):")
     for name, t in best.items():
-        print(f"  {name:14s} {t:8.3f} s  {samples / t:10.0f} samples/s"
-              f"   (median {statistics.median(times[name]):.3f} s)")
+        print(
+            f"  {name:14s} {t:8.3f} s  {samples / t:10.0f} samples/s   (median {statistics.median(times[name]):.3f} s)"
+        )
     ratio = best["certify_batch"] / best["bare loop"]
     print(f"  certify_batch / bare loop = {ratio:.3f}")
     if forward_too:
@@ -218,8 +221,12 @@ def bench_counting(batch_size, num_classes, segments, repeats=2000):
         return np.bincount(flat, minlength=segments * num_classes).reshape(segments, num_classes)
 
     print(f"counting {batch_size} labels of {num_classes} classes in {segments} segment(s):")
-    for name, fn in [("index_add_ (device)", index_add), ("torch.bincount", bincount),
-                     ("count_labels (Rust)", rust), ("np.bincount", numpy_bincount)]:
+    for name, fn in [
+        ("index_add_ (device)", index_add),
+        ("torch.bincount", bincount),
+        ("count_labels (Rust)", rust),
+        ("np.bincount", numpy_bincount),
+    ]:
         fn()
         start = time.perf_counter()
         for _ in range(repeats):
@@ -228,9 +235,7 @@ def bench_counting(batch_size, num_classes, segments, repeats=2000):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", choices=["cnn", "resnet50"], default="cnn")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -241,12 +246,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=400, help="resnet50: batch size")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument(
-        "--cpu-time", action="store_true",
+        "--cpu-time",
+        action="store_true",
         help="time with the process's CPU time instead of the wall clock: steadier on a "
         "machine shared with other jobs (use with --threads 1; CPU device only)",
     )
     parser.add_argument(
-        "--steady-malloc", action="store_true",
+        "--steady-malloc",
+        action="store_true",
         help="rerun with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
         "MALLOC_TRIM_THRESHOLD_): otherwise the model's big intermediate tensors are "
         "returned to the OS and page-faulted back, and CPU timings swing by +-30%% with "
@@ -254,8 +261,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.steady_malloc and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4000000000",
-               "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.cpu_time:
         global CLOCK
@@ -263,12 +269,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, device {device}, "
-          f"{torch.get_num_threads()} CPU threads, {args.dtype}")
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads, {args.dtype}")
 
     if args.counting:
-        for batch_size, num_classes, segments in ((1000, 10, 1), (1000, 10, 10),
-                                                  (400, 1000, 1), (400, 1000, 4)):
+        for batch_size, num_classes, segments in ((1000, 10, 1), (1000, 10, 10), (400, 1000, 1), (400, 1000, 4)):
             bench_counting(batch_size, num_classes, segments)
         return
 
@@ -281,19 +285,28 @@ def main() -> None:
             settings = [(20000, 5000, 8), (100, 1000, 1000)]
         for n, batch_size, num in settings:
             inputs = x[:num] if num <= 100 else x.repeat(num // 100, 1, 1, 1)
-            compare(model, inputs, sigma=0.25, n=n, batch_size=batch_size, num_classes=10,
-                    repeats=args.repeats, device=device)
+            compare(
+                model,
+                inputs,
+                sigma=0.25,
+                n=n,
+                batch_size=batch_size,
+                num_classes=10,
+                repeats=args.repeats,
+                device=device,
+            )
         # Packing pays only where the network runs faster per sample on bigger batches.
         # On a CPU that is often not so (the activations of 1000 CIFAR images overflow the
         # caches): print the network's own speed at both batch sizes of the n = 100 row.
         for batch_size in (100, 1000):
             seconds = min(
-                timed(lambda: bare_forward(model, x, total=10 * batch_size,
-                                           batch_size=batch_size), device)
+                timed(
+                    lambda batch_size=batch_size: bare_forward(model, x, total=10 * batch_size, batch_size=batch_size),
+                    device,
+                )
                 for _ in range(args.repeats)
             )
-            print(f"forward passes alone at batch {batch_size}: "
-                  f"{10 * batch_size / seconds:.0f} samples/s")
+            print(f"forward passes alone at batch {batch_size}: {10 * batch_size / seconds:.0f} samples/s")
     else:
         if device.type != "cuda":
             print("note: ResNet-50 at 3x224x224 is meant for a GPU; on the CPU this takes long")
@@ -302,8 +315,17 @@ def main() -> None:
         model = resnet50().to(device, dtype).eval()
         x = torch.rand(args.examples, 3, 224, 224, device=device, dtype=dtype)
         n = args.n or (4000 if device.type == "cuda" else 400)
-        compare(model, x, sigma=0.25, n=n, batch_size=args.batch_size, num_classes=1000,
-                repeats=args.repeats, device=device, forward_too=True)
+        compare(
+            model,
+            x,
+            sigma=0.25,
+            n=n,
+            batch_size=args.batch_size,
+            num_classes=1000,
+            repeats=args.repeats,
+            device=device,
+            forward_too=True,
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def _ndarray(array: np.ndarray) -> bytes:
     assert array.dtype == np.uint8 and array.flags.c_contiguous
     new = _global("numpy.core.multiarray", "_reconstruct")
     new += _tuple([_global("numpy", "ndarray"), _tuple([_int(0)]), _py2_str(b"b")]) + b"R"
-    state = _tuple([_int(1), _tuple([_int(n) for n in array.shape]), _uint8_dtype(), b"\x89", _py2_str(array.tobytes())])
+    state = _tuple(
+        [_int(1), _tuple([_int(n) for n in array.shape]), _uint8_dtype(), b"\x89", _py2_str(array.tobytes())]
+    )
     return new + state + b"b"
 
 

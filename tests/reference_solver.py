@@ -222,7 +222,7 @@ def _pair_from_small(small, is_complement):
     return (1 - small, small) if is_complement else (small, 1 - small)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cp_lower_exact(x: int, n: int, level) -> tuple:
     """(pl, 1 - pl): pl = level-quantile of Beta(x, n - x + 1), 0 when x = 0."""
     if x == 0:
@@ -243,7 +243,7 @@ def _upper_ppf_exact(level, a, b):
         return +(1 - v)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cp_upper_exact(x: int, n: int, level) -> tuple:
     """(ub, 1 - ub): ub = (1 - level)-quantile of Beta(x + 1, n - x), 1 when x = n."""
     if x == n:
@@ -372,7 +372,7 @@ def bounds_from_counts(counts, label, alpha, bound="simuem", top=None):
     return pl, q, ubs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unit_radius(counts: tuple, label: int, k: int, alpha: float, bound: str):
     pl, q, ubs = bounds_from_counts(counts, label, alpha, bound, top=k)
     return radius_from_bounds(pl, q, ubs, k, 1)

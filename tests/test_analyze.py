@@ -50,7 +50,10 @@ def write(tmp_path, name, text):
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "topk_certify", "analyze", *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
@@ -59,7 +62,7 @@ def table_rows(text: str, header_start: str = "radius"):
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:1] == [header_start])
     rows = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         cells = line.split()
         try:
             rows[float(cells[0])] = [float(c) for c in cells[1:]]
@@ -114,7 +117,7 @@ def test_cli_table_matches_hand_computation(tmp_path):
     # aligned: every table line as wide as the header
     lines = done.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("radius"))
-    widths = {len(line) for line in lines[start:start + 1 + len(ONE_RADII)]}
+    widths = {len(line) for line in lines[start : start + 1 + len(ONE_RADII)]}
     assert len(widths) == 1
     assert "0.7 s in all, 140.0 ms per example" in done.stdout  # the time column: 0.7 s, 5 rows
 

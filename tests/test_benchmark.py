@@ -56,8 +56,9 @@ def test_bad_arguments_are_named(changes, error, message):
 
 
 def test_numpy_integers_are_accepted():
-    report = run_benchmark(num_classes=np.int64(5), k=np.int32(2), n=np.uint16(1000), rows=np.int64(50),
-                           baseline_rows=0, repeat=1)
+    report = run_benchmark(
+        num_classes=np.int64(5), k=np.int32(2), n=np.uint16(1000), rows=np.int64(50), baseline_rows=0, repeat=1
+    )
     assert (report.num_classes, report.k, report.n, report.rows) == (5, 2, 1000, 50)
     assert all(type(v) is int for v in (report.num_classes, report.k, report.n, report.rows))
 
@@ -195,7 +196,14 @@ def test_cli_bench_prints_the_report(capsys):
         ["bench", "--classes", "6", "--k", "2", "--n", "2000", "--rows", "300", "--baseline-rows", "5", "--seed", "4"]
     )
     assert (args.classes, args.k, args.n, args.rows, args.threads, args.baseline_rows, args.seed) == (
-        6, 2, 2000, 300, None, 5, 4)
+        6,
+        2,
+        2000,
+        300,
+        None,
+        5,
+        4,
+    )
     args.handler(args)
     out = capsys.readouterr().out
     assert out.startswith("python ")
@@ -209,7 +217,6 @@ def test_cli_bench_refuses_bad_flags(flag, value, capsys):
         _bench_parser().parse_args(["bench", flag, value])
     assert exited.value.code == 2
     assert f"argument {flag}: expected an int" in capsys.readouterr().err
-
 
 
 def test_a_failing_child_process_is_a_clear_error(monkeypatch):

@@ -8,7 +8,8 @@ import math
 import mpmath as mp
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from scipy import special, stats
 
 import reference_solver as rs
@@ -146,8 +147,17 @@ def test_huge_n_vs_reference(bound, alpha):
 
 @pytest.mark.parametrize(
     "row,label",
-    [([1, 0], 0), ([0, 1], 0), ([1, 0, 0], 0), ([2, 0, 0], 0), ([1, 1, 0], 0),
-     ([10, 0, 0], 0), ([9, 1, 0], 0), ([5, 5, 0], 0), ([10, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0)],
+    [
+        ([1, 0], 0),
+        ([0, 1], 0),
+        ([1, 0, 0], 0),
+        ([2, 0, 0], 0),
+        ([1, 1, 0], 0),
+        ([10, 0, 0], 0),
+        ([9, 1, 0], 0),
+        ([5, 5, 0], 0),
+        ([10, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0),
+    ],
 )
 @pytest.mark.parametrize("alpha", [0.5, 1e-3])
 def test_tiny_n_vs_reference(row, label, alpha):
@@ -313,8 +323,7 @@ def test_layouts_and_dtypes_agree(k):
         assert got.dtype == np.float64, name
         np.testing.assert_array_equal(got, ref, err_msg=name)
     # labels too: list, other int dtypes, float integral
-    for lab in (labels.tolist(), labels.astype(np.int8), labels.astype(np.uint32),
-                labels.astype(np.float64)):
+    for lab in (labels.tolist(), labels.astype(np.int8), labels.astype(np.uint32), labels.astype(np.float64)):
         np.testing.assert_array_equal(certify(base, lab, k=k, sigma=0.25), ref)
 
 
@@ -325,8 +334,7 @@ def test_batch_rows_are_independent(cifar_rows):
     perm = np.random.default_rng(3).permutation(len(rows))
     np.testing.assert_array_equal(certify(rows[perm], labels[perm], k=3, sigma=0.25), full[perm])
     for i in (0, 7, 49):
-        np.testing.assert_array_equal(certify(rows[i : i + 1], labels[i : i + 1], k=3, sigma=0.25),
-                                      full[i : i + 1])
+        np.testing.assert_array_equal(certify(rows[i : i + 1], labels[i : i + 1], k=3, sigma=0.25), full[i : i + 1])
 
 
 @pytest.mark.parametrize("C", [3, 10])
@@ -385,8 +393,7 @@ def test_prop_moving_a_count_to_the_label_never_hurts(case, data, alpha, bound):
     assert after >= before * (1 - 1e-12), (row, moved, before, after)
 
 
-@given(count_rows(), st.sampled_from([0.5, 0.1, 1e-3, 1e-6]), st.sampled_from([2.0, 10.0, 1e4]),
-       bounds)
+@given(count_rows(), st.sampled_from([0.5, 0.1, 1e-3, 1e-6]), st.sampled_from([2.0, 10.0, 1e4]), bounds)
 def test_prop_smaller_alpha_never_grows_radius(case, alpha, factor, bound):
     row, label, k = case
     big = _one(row, label, k=k, sigma=0.25, alpha=alpha, bound=bound)
@@ -418,8 +425,7 @@ def test_prop_positive_iff_certified_by_the_bounds(case, alpha, bound):
         assert r == 0.0, (row, label, k, alpha, bound, r)
 
 
-@given(count_rows(max_c=6, max_count=300), st.sampled_from([0.5, 1e-3]), bounds,
-       st.sampled_from([0.25, 50.0]))
+@given(count_rows(max_c=6, max_count=300), st.sampled_from([0.5, 1e-3]), bounds, st.sampled_from([0.25, 50.0]))
 def test_prop_matches_reference(case, alpha, bound, sigma):
     row, label, k = case
     r = _one(row, label, k=k, sigma=sigma, alpha=alpha, bound=bound)
@@ -457,8 +463,7 @@ def test_count_labels_feeds_certify():
     counts = topk_certify.count_labels(labels, 3)
     np.testing.assert_array_equal(counts, [[5, 95, 0], [40, 0, 60]])
     got = certify(counts, [1, 2], k=1, sigma=0.25)
-    np.testing.assert_array_equal(got, certify(np.array([[5, 95, 0], [40, 0, 60]]), [1, 2], k=1,
-                                               sigma=0.25))
+    np.testing.assert_array_equal(got, certify(np.array([[5, 95, 0], [40, 0, 60]]), [1, 2], k=1, sigma=0.25))
 
 
 @pytest.mark.parametrize("labels", [np.array([0, 1, -1]), np.array([0, 3, 1]), np.array([[0, 5]])])

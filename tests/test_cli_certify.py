@@ -24,8 +24,14 @@ NUM = 10
 
 
 def cli(*args, cwd=None, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "topk_certify", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "topk_certify", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture()
@@ -33,7 +39,11 @@ def data(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(NUM, 1, 4, 4)).astype(np.float32)
     with torch.no_grad():
-        y = (torch.from_numpy(x).flatten(1) @ torch.randn(5, 16, generator=torch.Generator().manual_seed(0)).T).argmax(1).numpy()
+        y = (
+            (torch.from_numpy(x).flatten(1) @ torch.randn(5, 16, generator=torch.Generator().manual_seed(0)).T)
+            .argmax(1)
+            .numpy()
+        )
     path = tmp_path / "data.npz"
     np.savez(path, x=x, y=y)
     return path, x, y
@@ -125,8 +135,21 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, data):
     args = ["--model", f"{MODELS}:Slow", "--data", path, *BASE]
     env = dict(os.environ, TOPK_CERTIFY_TEST_DELAY="0.08")
     assert cli("certify", *args, "-o", full, "--counts", tmp_path / "cf.txt", env=env).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "topk_certify", "certify", *map(str, args), "-o", str(part),
-                             "--counts", str(tmp_path / "cp.txt")], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "topk_certify",
+            "certify",
+            *map(str, args),
+            "-o",
+            str(part),
+            "--counts",
+            str(tmp_path / "cp.txt"),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         if part.exists() and part.read_text().count("\n") >= 4:
@@ -261,8 +284,26 @@ def test_settings_are_all_checked_before_any_file_is_written(tmp_path, data, cas
 def test_adaptive_run_adds_n_and_its_counts_are_refused_by_radius(tmp_path, data):
     path, _, _ = data
     out, counts = tmp_path / "out.tsv", tmp_path / "counts.txt"
-    args = ["--model", f"{MODELS}:linear", "--data", path, "--sigma", "0.5", "--k", "1", "3", "--n", "5000",
-            "--seed", "1", "--no-progress", "--adaptive", "--radii", "0", "0.25"]
+    args = [
+        "--model",
+        f"{MODELS}:linear",
+        "--data",
+        path,
+        "--sigma",
+        "0.5",
+        "--k",
+        "1",
+        "3",
+        "--n",
+        "5000",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--adaptive",
+        "--radii",
+        "0",
+        "0.25",
+    ]
     run = cli("certify", *args, "-o", out, "--counts", counts)
     assert run.returncode == 0, run.stderr
     header, rows = read_table(out)

@@ -34,8 +34,9 @@ def _write_counts(path, rows, sep=" "):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "topk_certify", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "topk_certify", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def _parse_tsv(text):
@@ -101,8 +102,7 @@ def test_tab_separated_input(tmp_path):
     proc = _run("radius", path, "--k", 1, "--sigma", 0.25, "--alpha", 0.001)
     assert proc.returncode == 0, proc.stderr
     _, rows = _parse_tsv(proc.stdout)
-    np.testing.assert_array_equal([float(r["radius"]) for r in rows],
-                                  _expected(ROWS, 1, 0.25, 0.001, "simuem"))
+    np.testing.assert_array_equal([float(r["radius"]) for r in rows], _expected(ROWS, 1, 0.25, 0.001, "simuem"))
 
 
 def test_output_file(counts_file, tmp_path):
@@ -112,8 +112,7 @@ def test_output_file(counts_file, tmp_path):
     assert out.is_file()
     _, rows = _parse_tsv(out.read_text())
     assert len(rows) == len(ROWS)
-    np.testing.assert_array_equal([float(r["radius"]) for r in rows],
-                                  _expected(ROWS, 2, 0.25, 0.001, "simuem"))
+    np.testing.assert_array_equal([float(r["radius"]) for r in rows], _expected(ROWS, 2, 0.25, 0.001, "simuem"))
     ref = _run("radius", counts_file, "--k", 2, "--sigma", 0.25, "--alpha", 0.001)
     assert _parse_tsv(out.read_text()) == _parse_tsv(ref.stdout)
 
@@ -189,8 +188,7 @@ def test_bad_alpha(counts_file, alpha):
 
 
 def test_unknown_bound(counts_file):
-    proc = _run("radius", counts_file, "--k", 1, "--sigma", 0.25, "--alpha", 0.001,
-                "--bound", "hoeffding")
+    proc = _run("radius", counts_file, "--k", 1, "--sigma", 0.25, "--alpha", 0.001, "--bound", "hoeffding")
     _assert_bad(proc, r"bound|hoeffding")
 
 

@@ -153,8 +153,9 @@ def test_random_vs_mpmath():
         wl = rs.cp_lower_exact(xi, ni, ai)[0]
         wu = rs.cp_upper_exact(xi, ni, ai)[0]
         if _rel(lo[i], wl) > RTOL or _rel(up[i], wu) > RTOL:
-            bad.append(f"x={xi} n={ni} alpha={ai!r}: got ({lo[i]!r}, {up[i]!r}), want "
-                       f"({mp.nstr(wl, 17)}, {mp.nstr(wu, 17)})")
+            bad.append(
+                f"x={xi} n={ni} alpha={ai!r}: got ({lo[i]!r}, {up[i]!r}), want ({mp.nstr(wl, 17)}, {mp.nstr(wu, 17)})"
+            )
     assert not bad, "\n".join(bad)
 
 
@@ -240,8 +241,7 @@ def test_monotone_in_x(n, a):
     assert np.all(lo < up)
 
 
-@pytest.mark.parametrize("x,n", [(0, 10), (1, 10), (5, 10), (10, 10), (500, 1000),
-                                 (1, 10**9), (10**9 - 1, 10**9)])
+@pytest.mark.parametrize("x,n", [(0, 10), (1, 10), (5, 10), (10, 10), (500, 1000), (1, 10**9), (10**9 - 1, 10**9)])
 def test_monotone_in_alpha(x, n):
     alphas = np.array([0.5, 0.2, 0.05, 1e-3, 1e-6, 1e-10, 1e-20, 1e-30])
     lo, up = cp(x, n, alphas)

@@ -102,8 +102,9 @@ def test_row_total_overflow(counts, clean_error):
 
 
 def test_row_total_overflow_nested_list(clean_error):
-    with clean_error((ValueError, TypeError, OverflowError),
-                     match=r"(?i)overflow|too large|exceed|64|large|big|sum|total|count"):
+    with clean_error(
+        (ValueError, TypeError, OverflowError), match=r"(?i)overflow|too large|exceed|64|large|big|sum|total|count"
+    ):
         certify([[2**63, 2**63, 0]], [0], **KW)
 
 

@@ -75,7 +75,9 @@ def test_cifar10_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path
     batch, _, _ = cifar_batch(2)
     batch[b"labels"] = _RunsCode(marker)
     (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(DataError, match=r"test_batch: refused: the pickle refers to (posix|nt)\.system.*could run code"):
+    with pytest.raises(
+        DataError, match=r"test_batch: refused: the pickle refers to (posix|nt)\.system.*could run code"
+    ):
         open_data(f"cifar10:{tmp_path}")
     assert not marker.exists()
 
@@ -129,6 +131,7 @@ def test_restricted_unpickler_allows_arrays_and_refuses_other_globals(tmp_path):
 # ---------------------------------------------------------------------------------------
 # ImageNet-style ImageFolder
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def pil():
@@ -288,8 +291,14 @@ def test_npz_memory_map_handles_fortran_big_endian_and_zip64(tmp_path):
         ({"x": np.zeros((3, 2), np.float32), "y": np.zeros(4, np.int64)}, r"same number of examples"),
         ({"x": np.zeros((3, 2), np.float32), "y": np.zeros((3, 1), np.int64)}, r"y must be a 1-D array"),
         ({"x": np.zeros((3, 2), np.float32), "y": np.array([0.0, 1.5, 2.0])}, r"integer class labels"),
-        ({"x": np.zeros((3, 2), np.float32), "y": np.array([True, False, True])}, r"integer class labels, got dtype bool"),
-        ({"x": np.zeros((3, 2), np.uint8), "y": np.zeros(3, np.int64)}, r"x must hold floating-point examples.*got dtype uint8"),
+        (
+            {"x": np.zeros((3, 2), np.float32), "y": np.array([True, False, True])},
+            r"integer class labels, got dtype bool",
+        ),
+        (
+            {"x": np.zeros((3, 2), np.uint8), "y": np.zeros(3, np.int64)},
+            r"x must hold floating-point examples.*got dtype uint8",
+        ),
         ({"x": np.zeros((0, 2), np.float32), "y": np.zeros(0, np.int64)}, r"holds no examples"),
         ({"x": np.array([None, 1], dtype=object), "y": np.zeros(2, np.int64)}, r"Python objects"),
     ],
@@ -343,7 +352,9 @@ def torch():
 def test_pt_file_detaches_and_reads(tmp_path, torch):
     x, y = _xy(seed=3)
     path = tmp_path / "d.pt"
-    torch.save({"x": torch.from_numpy(x).requires_grad_(), "y": torch.from_numpy(y), "note": "extra keys are fine"}, path)
+    torch.save(
+        {"x": torch.from_numpy(x).requires_grad_(), "y": torch.from_numpy(y), "note": "extra keys are fine"}, path
+    )
     source = open_data(str(path))
     np.testing.assert_array_equal(source.read([3, 0]), x[[3, 0]])
     assert source.labels.tolist() == y.tolist() and source.labels.dtype == np.int64
@@ -389,7 +400,9 @@ def test_pt_pickle_that_would_run_code_is_refused(tmp_path, torch):
 
 
 def test_spec_errors(tmp_path):
-    with pytest.raises(DataError, match=r"unknown data scheme 'mnist' \(allowed: cifar10:ROOT, imagenet:DIR, or a \.npz"):
+    with pytest.raises(
+        DataError, match=r"unknown data scheme 'mnist' \(allowed: cifar10:ROOT, imagenet:DIR, or a \.npz"
+    ):
         open_data("mnist:/data")
     with pytest.raises(DataError, match=r"missing\.npz: no such file"):
         open_data(tmp_path / "missing.npz")

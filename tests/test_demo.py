@@ -25,7 +25,9 @@ def run(*args, timeout=120):
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "topk_certify", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return done, time.perf_counter() - start
 
@@ -40,8 +42,15 @@ def smoke(tmp_path_factory):
     table = (out / "certify.tsv").read_text()
     second, seconds2 = run("demo", "--smoke", "--out", out)
     assert second.returncode == 0, second.stderr
-    return {"out": out, "first": first, "seconds": seconds, "second": second, "seconds2": seconds2,
-            "mtime": mtime, "table": table}
+    return {
+        "out": out,
+        "first": first,
+        "seconds": seconds,
+        "second": second,
+        "seconds2": seconds2,
+        "mtime": mtime,
+        "table": table,
+    }
 
 
 def test_smoke_run_writes_everything_within_a_minute(smoke):
@@ -102,9 +111,28 @@ def test_saved_model_and_data_work_with_certify(smoke, tmp_path):
     np.testing.assert_array_equal(y, y_test[:SMOKE_EXAMPLES])
     again = tmp_path / "again.tsv"
     done, _ = run(
-        "certify", "--model", out / "model.pt", "--data", out / "data.npz", "--sigma", "0.5",
-        "--k", "1", "3", "5", "--n", "500", "--batch-size", "1000", "--seed", "0",
-        "--device", "cpu", "--no-progress", "-o", again,
+        "certify",
+        "--model",
+        out / "model.pt",
+        "--data",
+        out / "data.npz",
+        "--sigma",
+        "0.5",
+        "--k",
+        "1",
+        "3",
+        "5",
+        "--n",
+        "500",
+        "--batch-size",
+        "1000",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "-o",
+        again,
     )
     assert done.returncode == 0, done.stderr
     mine = load_results(str(again))

@@ -71,7 +71,7 @@ def _cycle(graph: Dict[str, Set[str]]) -> List[str]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -133,15 +133,21 @@ def test_import_works_with_torch_blocked(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("idx\tlabel\tradius\n0\t0\t")
     blocked = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['torch'] = None\nimport topk_certify\n"
-         "topk_certify.certify_batch(lambda x: x, [[0.0]], sigma=1.0)"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['torch'] = None\nimport topk_certify\n"
+            "topk_certify.certify_batch(lambda x: x, [[0.0]], sigma=1.0)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert blocked.returncode != 0 and "pip install 'topk-certify[torch]'" in blocked.stderr
 
 
 def _functions() -> Iterator[Tuple[str, ast.FunctionDef]]:
-    for name, path in _modules().items():
+    for path in _modules().values():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 yield f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}", node

@@ -162,7 +162,9 @@ def test_legacy_torch_save_format_loads(tmp_path, resnet20_file):
     assert not zipfile.is_zipfile(tmp_path / "legacy.pth")
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(load_checkpoint(tmp_path / "legacy.pth")(x), resnet20_file[1](x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            load_checkpoint(tmp_path / "legacy.pth")(x), resnet20_file[1](x), rtol=1e-5, atol=1e-5
+        )
 
 
 def _resave(tmp_path, resnet20_file, change):
@@ -175,7 +177,9 @@ def _resave(tmp_path, resnet20_file, change):
 
 def test_unknown_arch_names_the_known_ones(tmp_path, resnet20_file):
     path = _resave(tmp_path, resnet20_file, lambda b: b.update(arch="vgg16"))
-    with pytest.raises(CheckpointError, match=r"unknown arch 'vgg16' \(known: cifar_resnet20, cifar_resnet110, resnet50\)"):
+    with pytest.raises(
+        CheckpointError, match=r"unknown arch 'vgg16' \(known: cifar_resnet20, cifar_resnet110, resnet50\)"
+    ):
         load_checkpoint(path)
 
 
@@ -193,20 +197,26 @@ def test_extra_key_is_named(tmp_path, resnet20_file):
 
 def test_wrong_arch_for_the_weights_says_what_fits_not(tmp_path, resnet20_file):
     path = _resave(tmp_path, resnet20_file, lambda b: b.update(arch="cifar_resnet110"))
-    with pytest.raises(CheckpointError, match=r"does not fit cifar_resnet110: missing '1\.layer1\.3\.conv1\.weight'.* and \d+ more"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit cifar_resnet110: missing '1\.layer1\.3\.conv1\.weight'.* and \d+ more"
+    ):
         load_checkpoint(path)
 
 
 def test_shape_mismatch_is_named(tmp_path, resnet20_file):
     path = _resave(tmp_path, resnet20_file, lambda b: b["state_dict"].update({"1.fc.weight": torch.zeros(100, 64)}))
-    with pytest.raises(CheckpointError, match=r"state_dict\['1\.fc\.weight'\] has shape \(100, 64\), cifar_resnet20 needs \(10, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"state_dict\['1\.fc\.weight'\] has shape \(100, 64\), cifar_resnet20 needs \(10, 64\)"
+    ):
         load_checkpoint(path)
 
 
 def test_bare_network_state_dict_is_refused_with_the_expected_layout(tmp_path):
     path = tmp_path / "bare.pth"
     torch.save({"arch": "cifar_resnet20", "state_dict": CifarResNet(20).state_dict()}, path)
-    with pytest.raises(CheckpointError, match=r"missing '1\.conv1\.weight'.*unexpected 'conv1\.weight'.*Sequential\(normalize"):
+    with pytest.raises(
+        CheckpointError, match=r"missing '1\.conv1\.weight'.*unexpected 'conv1\.weight'.*Sequential\(normalize"
+    ):
         load_checkpoint(path)
 
 
@@ -244,8 +254,11 @@ class _RunsCode:
 def test_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path, legacy):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
-    torch.save({"arch": "cifar_resnet20", "state_dict": {}, "x": _RunsCode(marker)}, path,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"arch": "cifar_resnet20", "state_dict": {}, "x": _RunsCode(marker)},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
     with pytest.raises(CheckpointError, match=r"refused: its pickle refers to (posix|nt)\.system.*could run code"):
         load_checkpoint(path)
     assert not marker.exists()
@@ -305,7 +318,9 @@ def test_importing_topk_certify_does_not_import_the_torch_packages():
     import subprocess
     import sys
 
-    code = "import sys, topk_certify; print('topk_certify.models' in sys.modules, 'topk_certify.datasets' in sys.modules)"
+    code = (
+        "import sys, topk_certify; print('topk_certify.models' in sys.modules, 'topk_certify.datasets' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

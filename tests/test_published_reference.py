@@ -72,8 +72,10 @@ def test_every_published_radius(ours, published_radii, cifar_rows):
         if not (lo <= r <= hi):
             row, lab = cifar_rows[idx - 1]
             side = "below" if r < lo else "above"
-            bad.append(f"line {idx}: counts {row} label {lab}: ours {r!r} {side} the window "
-                       f"[{lo:.6g}, {hi:.6g}] of published {text}")
+            bad.append(
+                f"line {idx}: counts {row} label {lab}: ours {r!r} {side} the window "
+                f"[{lo:.6g}, {hi:.6g}] of published {text}"
+            )
     assert not bad, f"{len(bad)} of {len(ours)} radii off:\n" + "\n".join(bad)
 
 
@@ -97,8 +99,9 @@ def test_certified_accuracy_curve(ours, published_radii, r):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "topk_certify", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "topk_certify", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def _parse_tsv(text):
@@ -108,8 +111,7 @@ def _parse_tsv(text):
 
 
 def test_cli_reproduces_published(reference_dir, cifar_rows, published_radii, ours):
-    proc = _run_cli("radius", reference_dir / "cifar0.25.txt", "--k", K, "--sigma", SIGMA,
-                    "--alpha", ALPHA)
+    proc = _run_cli("radius", reference_dir / "cifar0.25.txt", "--k", K, "--sigma", SIGMA, "--alpha", ALPHA)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     header, rows = _parse_tsv(proc.stdout)

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 import topk_certify as tc
-from test_smoothing_models import IntervalClassifier, LinearBinary, Recorder
-from test_smoothing_models import one_torch_thread  # noqa: F401 (autouse fixture)
-
+from test_smoothing_models import (
+    IntervalClassifier,
+    LinearBinary,
+    Recorder,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
 
 # -- soundness --------------------------------------------------------------------------------
 
@@ -35,9 +38,7 @@ def test_certified_radii_are_sound_on_the_interval_classifier(bound):
     points = np.repeat(x0, 6)
     x = torch.zeros(len(points), 3)
     x[:, 0] = torch.as_tensor(points, dtype=torch.float32)
-    result = tc.certify_batch(
-        model, x, labels, k=ks, sigma=sigma, n=20_000, alpha=1e-6, bound=bound, seed=0
-    )
+    result = tc.certify_batch(model, x, labels, k=ks, sigma=sigma, n=20_000, alpha=1e-6, bound=bound, seed=0)
     assert result.radius.shape == (len(points), 3)
     checked = 0
     tightness = []
@@ -134,9 +135,7 @@ def test_given_labels_with_a_sequence_of_k_matches_one_k_at_a_time():
         one = tc.certify_batch(model, x, labels, k=k, sigma=sigma, n=3000, seed=2)
         assert one.radius.shape == (6,)
         assert np.array_equal(many.radius[:, m], one.radius)
-        assert np.array_equal(
-            one.radius, tc.certify_counts(one.counts, labels, k=k, sigma=sigma)
-        )
+        assert np.array_equal(one.radius, tc.certify_counts(one.counts, labels, k=k, sigma=sigma))
 
 
 def test_labels_may_be_a_list_an_array_or_a_tensor():
@@ -171,9 +170,14 @@ def test_the_result_is_frozen_and_read_only_with_a_readable_repr():
 
 def test_fraction_certified():
     result = tc.CertifyResult(
-        radius=np.array([0.0, 0.3, 0.6, 1.0]), counts=np.zeros((4, 3), dtype=np.int64),
-        labels=np.zeros(4, dtype=np.int64), k=1, n_used=np.full(4, 10), sigma=0.5,
-        alpha=0.001, bound="simuem",
+        radius=np.array([0.0, 0.3, 0.6, 1.0]),
+        counts=np.zeros((4, 3), dtype=np.int64),
+        labels=np.zeros(4, dtype=np.int64),
+        k=1,
+        n_used=np.full(4, 10),
+        sigma=0.5,
+        alpha=0.001,
+        bound="simuem",
     )
     assert result.fraction_certified() == 0.75
     assert result.fraction_certified(0.5) == 0.5
@@ -219,9 +223,7 @@ def test_flags_are_restored_after_an_exception():
 
 def test_progress_bar(capsys):
     model = IntervalClassifier([0.0])
-    tc.certify_batch(
-        model, torch.zeros(3, 1), sigma=1.0, n=500, n0=10, batch_size=100, progress=True
-    )
+    tc.certify_batch(model, torch.zeros(3, 1), sigma=1.0, n=500, n0=10, batch_size=100, progress=True)
     err = capsys.readouterr().err
     assert "samples" in err and "examples/s" in err and "1.53k" in err
 

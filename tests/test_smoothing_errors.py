@@ -12,8 +12,11 @@ import pytest
 import torch
 
 import topk_certify as tc
-from test_smoothing_models import IntervalClassifier, Recorder
-from test_smoothing_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from test_smoothing_models import (
+    IntervalClassifier,
+    Recorder,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
 
 
 def _model():

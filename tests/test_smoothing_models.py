@@ -16,7 +16,6 @@ from scipy import stats
 import topk_certify as tc
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """One torch thread: these models are tiny, and on a busy 2-core machine two threads
@@ -56,7 +55,7 @@ class IntervalClassifier(torch.nn.Module):
         return np.diff(cdf, axis=1)
 
     @classmethod
-    def with_probabilities(cls, p, sigma) -> "IntervalClassifier":
+    def with_probabilities(cls, p, sigma) -> IntervalClassifier:
         """The interval classifier whose smoothed probabilities at x0 = 0 are p."""
         cum = np.cumsum(np.asarray(p, dtype=np.float64))[:-1]
         return cls(sigma * stats.norm.ppf(cum))

@@ -9,9 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import topk_certify as tc
+from test_smoothing_models import (
+    IntervalClassifier,
+    LinearBinary,
+    Recorder,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
 from topk_certify.smoothing import sampler as _sampler
-from test_smoothing_models import IntervalClassifier, LinearBinary, Recorder
-from test_smoothing_models import one_torch_thread  # noqa: F401 (autouse fixture)
 
 THRESHOLDS = [-1.0, -0.3, 0.2, 0.9]
 
@@ -50,9 +54,7 @@ def test_forward_batches_are_full_except_the_last(num, n, batch_size, expected):
 
 def test_prediction_mode_packs_selection_and_certification_samples():
     recorder = Recorder(IntervalClassifier(THRESHOLDS))
-    result = tc.certify_batch(
-        recorder, _x(3), k=1, sigma=0.5, n=70, n0=30, batch_size=50, seed=0
-    )
+    result = tc.certify_batch(recorder, _x(3), k=1, sigma=0.5, n=70, n0=30, batch_size=50, seed=0)
     assert recorder.sizes == [50] * 6  # 3 * (30 + 70) rows
     assert (result.counts.sum(axis=1) == 70).all()  # the selection samples are not reused
     assert (result.n_used == 70).all()
@@ -128,9 +130,7 @@ def test_noise_depends_on_seed_index_and_batch_size_only(n, batch_size):
 
     for order in ([3, 1], list(range(10))[::-1], [9], [2, 2, 7]):
         part = Recorder(IntervalClassifier(THRESHOLDS), keep_inputs=True)
-        counts = tc.sample_counts(
-            part, x[order], sigma=0.5, n=n, batch_size=batch_size, seed=5, indices=order
-        )
+        counts = tc.sample_counts(part, x[order], sigma=0.5, n=n, batch_size=batch_size, seed=5, indices=order)
         rows = _rows_per_example(part, list(range(len(order))), n)
         for j, e in enumerate(order):
             assert np.array_equal(counts[j], all_counts[e])
@@ -147,9 +147,7 @@ def test_certified_radii_do_not_depend_on_grouping():
     part = tc.certify_batch(model, x[order], labels[order], indices=order, **kwargs)
     assert np.array_equal(part.radius, full.radius[order])
     predicted_full = tc.certify_batch(model, x, k=(1, 2), sigma=0.5, n=500, n0=50, seed=9)
-    predicted_part = tc.certify_batch(
-        model, x[order], k=(1, 2), sigma=0.5, n=500, n0=50, seed=9, indices=order
-    )
+    predicted_part = tc.certify_batch(model, x[order], k=(1, 2), sigma=0.5, n=500, n0=50, seed=9, indices=order)
     assert np.array_equal(predicted_part.labels, predicted_full.labels[order])
     assert np.array_equal(predicted_part.radius, predicted_full.radius[order])
 
@@ -164,9 +162,7 @@ def test_counts_of_any_subset_match_the_full_call(n, batch_size, subset):
     model = IntervalClassifier(THRESHOLDS)
     x = _x(6)
     full = tc.sample_counts(model, x, sigma=0.7, n=n, batch_size=batch_size, seed=2)
-    part = tc.sample_counts(
-        model, x[subset], sigma=0.7, n=n, batch_size=batch_size, seed=2, indices=subset
-    )
+    part = tc.sample_counts(model, x[subset], sigma=0.7, n=n, batch_size=batch_size, seed=2, indices=subset)
     assert np.array_equal(part, full[subset])
 
 
@@ -178,7 +174,12 @@ def test_the_sampler_draws_the_next_m_samples_of_a_stream_whatever_the_rounds():
 
     def sampler():
         return _sampler.NoiseSampler(
-            recorder, x, sigma=0.5, batch_size=64, seed=3, indices=[0, 1, 2],
+            recorder,
+            x,
+            sigma=0.5,
+            batch_size=64,
+            seed=3,
+            indices=[0, 1, 2],
             totals={_sampler.ESTIMATE: 300},
         )
 
@@ -210,8 +211,13 @@ def test_counting_on_the_host_and_on_the_device_agree(n, batch_size):
     results = []
     for on_host in (True, False):
         sampler = _sampler.NoiseSampler(
-            IntervalClassifier(THRESHOLDS), x, sigma=0.8, batch_size=batch_size, seed=3,
-            indices=range(7), totals={_sampler.ESTIMATE: n},
+            IntervalClassifier(THRESHOLDS),
+            x,
+            sigma=0.8,
+            batch_size=batch_size,
+            seed=3,
+            indices=range(7),
+            totals={_sampler.ESTIMATE: n},
         )
         sampler.count_on_host = on_host
         with torch.inference_mode():
@@ -224,7 +230,12 @@ def test_counting_on_the_host_and_on_the_device_agree(n, batch_size):
 def test_a_request_beyond_the_stream_is_refused():
     x = _x(1)
     sampler = _sampler.NoiseSampler(
-        IntervalClassifier(THRESHOLDS), x, sigma=0.5, batch_size=8, seed=0, indices=[0],
+        IntervalClassifier(THRESHOLDS),
+        x,
+        sigma=0.5,
+        batch_size=8,
+        seed=0,
+        indices=[0],
         totals={_sampler.ESTIMATE: 10},
     )
     with torch.inference_mode():
@@ -289,9 +300,7 @@ def test_cuda_noise_is_drawn_on_the_device_and_does_not_depend_on_grouping():
     x = _x(6)  # on the host: moved
     full = tc.sample_counts(recorder, x, sigma=0.5, n=300, batch_size=128, seed=1)
     assert recorder.inputs[0].device.type == "cuda"
-    part = tc.sample_counts(
-        model, x[[4, 2]], sigma=0.5, n=300, batch_size=128, seed=1, indices=[4, 2]
-    )
+    part = tc.sample_counts(model, x[[4, 2]], sigma=0.5, n=300, batch_size=128, seed=1, indices=[4, 2])
     assert np.array_equal(part, full[[4, 2]])
     explicit = tc.sample_counts(model, x, sigma=0.5, n=300, batch_size=128, seed=1, device="cuda")
     assert np.array_equal(explicit, full)

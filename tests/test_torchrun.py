@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +28,9 @@ def torchrun(*args, env=None, timeout=240):
 
 
 def single(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "topk_certify", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "topk_certify", *map(str, args)], capture_output=True, text=True, env=env, timeout=240
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,20 @@ def data(tmp_path_factory):
     return path
 
 
-ARGS = ["--sigma", "0.5", "--k", "1", "3", "--num-samples", "700", "--batch-size", "300", "--seed", "4", "--no-progress"]
+ARGS = [
+    "--sigma",
+    "0.5",
+    "--k",
+    "1",
+    "3",
+    "--num-samples",
+    "700",
+    "--batch-size",
+    "300",
+    "--seed",
+    "4",
+    "--no-progress",
+]
 
 
 def rows(path):
@@ -50,10 +63,24 @@ def rows(path):
 
 def test_two_ranks_write_the_single_process_file(tmp_path, data):
     one, two = tmp_path / "one.tsv", tmp_path / "two.tsv"
-    run = single("certify", "--model", f"{MODELS}:linear", "--data", data, *ARGS, "-o", one, "--counts", tmp_path / "c1.txt")
+    run = single(
+        "certify", "--model", f"{MODELS}:linear", "--data", data, *ARGS, "-o", one, "--counts", tmp_path / "c1.txt"
+    )
     assert run.returncode == 0, run.stderr
-    run = torchrun("-m", "topk_certify", "certify", "--model", f"{MODELS}:linear", "--data", data, *ARGS, "-o", two,
-                   "--counts", tmp_path / "c2.txt")
+    run = torchrun(
+        "-m",
+        "topk_certify",
+        "certify",
+        "--model",
+        f"{MODELS}:linear",
+        "--data",
+        data,
+        *ARGS,
+        "-o",
+        two,
+        "--counts",
+        tmp_path / "c2.txt",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert rows(two) == rows(one)
     assert (tmp_path / "c2.txt").read_text() == (tmp_path / "c1.txt").read_text()
@@ -65,15 +92,22 @@ def test_a_dead_rank_fails_loudly_and_resume_finishes_the_run(tmp_path, data):
     args = ["--model", f"{MODELS}:Slow", "--data", data, *ARGS]
     assert single("certify", *args, "-o", full, env=env).returncode == 0
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.Popen([*launcher, "-m", "topk_certify", "certify", *map(str, args), "-o", str(part)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*launcher, "-m", "topk_certify", "certify", *map(str, args), "-o", str(part)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (part.exists() and part.read_text().count("\n") >= 3):
             time.sleep(0.05)
         # The launcher's children are the ranks.
-        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                  text=True).stdout.split()]
+        workers = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        ]
         assert len(workers) == 2, workers
         os.kill(workers[-1], signal.SIGKILL)  # one rank dies
         _, err = proc.communicate(timeout=180)

@@ -87,11 +87,12 @@ def fresh_venv(wheel_path, tmp_path_factory) -> Path:
     env = _clean_env()
     numpy_done = _run([str(python), "-m", "pip", "install", "-q", "numpy>=1.21"], env=env, timeout=900)
     if numpy_done.returncode != 0:
-        pytest.skip(f"numpy could not be installed into the fresh venv (no pip cache or index?): "
-                    f"{numpy_done.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(
+            f"numpy could not be installed into the fresh venv (no pip cache or index?): "
+            f"{numpy_done.stderr.strip().splitlines()[-1:]}"
+        )
     # --no-index: everything else must come from the wheel itself.
-    installed = _run([str(python), "-m", "pip", "install", "-q", "--no-index", str(wheel_path)],
-                     env=env, timeout=300)
+    installed = _run([str(python), "-m", "pip", "install", "-q", "--no-index", str(wheel_path)], env=env, timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return venv
 
@@ -122,7 +123,9 @@ def test_wheel_is_manylinux_abi3(wheel_path):
 def test_wheel_needs_no_glibc_newer_than_its_tag(wheel_path, tmp_path):
     """What auditwheel checks, read again from the ELF: every GLIBC_x.y the .so needs is at
     most the tag's version (a manylinux_2_28 wheel must load on glibc 2.28)."""
-    elffile = pytest.importorskip("elftools.elf.elffile", reason="pyelftools (auditwheel's ELF reader) is not installed")
+    elffile = pytest.importorskip(
+        "elftools.elf.elffile", reason="pyelftools (auditwheel's ELF reader) is not installed"
+    )
     with zipfile.ZipFile(wheel_path) as whl:
         so = Path(whl.extract("topk_certify/_core.abi3.so", tmp_path))
     needed = set()
@@ -145,8 +148,9 @@ def test_fresh_venv_has_no_torch(fresh_venv, tmp_path):
     python = str(fresh_venv / "bin" / "python")
     torch = _run([python, "-c", "import torch"], env=_clean_env(), cwd=tmp_path, timeout=120)
     assert torch.returncode != 0 and "No module named 'torch'" in torch.stderr, torch.stderr
-    where = _run([python, "-c", "import topk_certify; print(topk_certify.__file__)"],
-                 env=_clean_env(), cwd=tmp_path, timeout=120)
+    where = _run(
+        [python, "-c", "import topk_certify; print(topk_certify.__file__)"], env=_clean_env(), cwd=tmp_path, timeout=120
+    )
     assert where.returncode == 0, where.stderr
     # The wheel's copy, not this checkout's.
     assert Path(where.stdout.strip()).resolve().is_relative_to(fresh_venv.resolve()), where.stdout
@@ -165,8 +169,9 @@ def test_cli_radius_from_wheel_matches_certify_counts(fresh_venv, tmp_path):
     path.write_text("".join(" ".join(map(str, row)) + f" {label}\n" for row, label in zip(counts, labels)))
 
     cli = str(fresh_venv / "bin" / "topk-certify")
-    done = _run([cli, "radius", str(path), "--k", "1", "3", "--sigma", "0.25"],
-                env=_clean_env(), cwd=tmp_path, timeout=300)
+    done = _run(
+        [cli, "radius", str(path), "--k", "1", "3", "--sigma", "0.25"], env=_clean_env(), cwd=tmp_path, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[0].split("\t") == ["idx", "label", "radius@1", "radius@3"]

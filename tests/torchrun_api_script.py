@@ -4,7 +4,6 @@
 import sys
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
 import topk_certify
@@ -23,9 +22,14 @@ result = topk_certify.certify_batch(Linear(), x[mine], labels[mine], k=[1, 2], s
 merged = gather_results(result, mine)
 # Fewer examples than ranks: a rank with an empty shard passes None.
 few = shard(range(1), rank, world)
-alone = topk_certify.certify_batch(Linear(), x[few], labels[few], k=2, sigma=0.5, n=400, seed=5, indices=few) if few else None
+alone = (
+    topk_certify.certify_batch(Linear(), x[few], labels[few], k=2, sigma=0.5, n=400, seed=5, indices=few)
+    if few
+    else None
+)
 merged_few = gather_results(alone, few)
 if rank == 0:
-    np.savez(sys.argv[1], radius=merged.radius, counts=merged.counts, labels=merged.labels,
-             few_radius=merged_few.radius)
+    np.savez(
+        sys.argv[1], radius=merged.radius, counts=merged.counts, labels=merged.labels, few_radius=merged_few.radius
+    )
 dist.destroy_process_group()

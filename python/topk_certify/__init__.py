@@ -7,9 +7,9 @@ bounds, the tight top-k radius) run in a Rust extension; the sampling front
 """
 
 from ._version import __version__
-from .stats import certify_counts, clopper_pearson, count_labels
 from .result import CertifyResult
 from .smoothing import certify_batch, sample_counts
+from .stats import certify_counts, clopper_pearson, count_labels
 
 __all__ = [
     "__version__",

@@ -63,8 +63,7 @@ def _binary_search_compute_r(p_sn, p_ls, sigma, t, norm):
         return 0.0
     while np.abs(lower_bound - upper_bound) > 1e-5:
         searched_radius = (lower_bound + upper_bound) / 2.0
-        if (norm.cdf(norm.ppf(p_ls) - searched_radius / sigma)
-                >= norm.cdf(norm.ppf(p_sn) + searched_radius / sigma) / t):
+        if norm.cdf(norm.ppf(p_ls) - searched_radius / sigma) >= norm.cdf(norm.ppf(p_sn) + searched_radius / sigma) / t:
             lower_bound = searched_radius
         else:
             upper_bound = searched_radius
@@ -80,7 +79,7 @@ def _certify_radius(label, probability_array, k, sigma, norm):
     p_sk = np.zeros([k], dtype=float)
     radius_array = np.zeros([k], dtype=float)
     for i in np.arange(sorted_probability_topk.shape[0]):
-        p_sk[0:i + 1] += sorted_probability_topk[i]
+        p_sk[0 : i + 1] += sorted_probability_topk[i]
     # p_sk[i] is the sum of the k - i smallest of the top k: t = k - i.
     for i in np.arange(k):
         radius_array[i] = _binary_search_compute_r(p_sk[i], p_ls, sigma, k - i, norm)

@@ -73,13 +73,12 @@ def _check_same_examples(results: Sequence[Results]) -> None:
     first = results[0]
     order = np.argsort(first.idx)
     for other in results[1:]:
-        if other.num_examples != first.num_examples or not np.array_equal(
-            np.sort(other.idx), first.idx[order]
-        ):
+        if other.num_examples != first.num_examples or not np.array_equal(np.sort(other.idx), first.idx[order]):
             only_first = np.setdiff1d(first.idx, other.idx)
             only_other = np.setdiff1d(other.idx, first.idx)
             detail = (
-                f"idx {only_first[0]} is only in {first.path}" if only_first.size
+                f"idx {only_first[0]} is only in {first.path}"
+                if only_first.size
                 else f"idx {only_other[0]} is only in {other.path}"
             )
             raise ValueError(
@@ -192,8 +191,7 @@ def format_file_report(res: Results, rs, n_max: Optional[int] = None) -> str:
     """A file's heading, its table, and its samples and time lines."""
     rs = np.asarray(rs, dtype=np.float64).reshape(-1)
     lines = [
-        f"{res.path}: {res.num_examples} examples; certified top-k accuracy (%) "
-        "= share with radius > r",
+        f"{res.path}: {res.num_examples} examples; certified top-k accuracy (%) = share with radius > r",
         format_table(res.ks, rs, certified_accuracy(res.radius, rs)),
     ]
     lines += [line for line in (format_samples(res, n_max), _format_time(res)) if line]
@@ -262,8 +260,16 @@ def plot_curves(results: Sequence[Results], path: str, title: Optional[str] = No
         for m, k in enumerate(res.ks):
             xs, ys = _step_curve(res.radius[:, m], top)
             if several:
-                ax.plot(xs, 100 * ys, drawstyle="steps-post", color=colors[k], lw=0.9, alpha=0.7,
-                        ls=styles[f % len(styles)], label=f"top-{k}, {name}")
+                ax.plot(
+                    xs,
+                    100 * ys,
+                    drawstyle="steps-post",
+                    color=colors[k],
+                    lw=0.9,
+                    alpha=0.7,
+                    ls=styles[f % len(styles)],
+                    label=f"top-{k}, {name}",
+                )
             else:
                 ax.plot(xs, 100 * ys, drawstyle="steps-post", color=colors[k], lw=1.8, label=f"top-{k}")
     if several:
@@ -281,12 +287,11 @@ def plot_curves(results: Sequence[Results], path: str, title: Optional[str] = No
     if title is None:
         count = results[0].num_examples
         title = (
-            f"certified top-k accuracy, {names[0]} ({count} examples)" if not several
+            f"certified top-k accuracy, {names[0]} ({count} examples)"
+            if not several
             else f"certified top-k accuracy, {len(results)} files ({count} examples)"
         )
     ax.set_title(title)
     ax.legend(fontsize="small" if several else "medium", loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
-
-

@@ -150,7 +150,10 @@ def run_benchmark(
     repeat = _check_int("repeat", repeat, minimum=1)
     if baseline_seconds is not None:
         baseline_seconds = _check_real(
-            "baseline_seconds", baseline_seconds, "None or a finite positive number", lambda v: math.isfinite(v) and v > 0
+            "baseline_seconds",
+            baseline_seconds,
+            "None or a finite positive number",
+            lambda v: math.isfinite(v) and v > 0,
         )
 
     counts, labels = synthetic_counts(np.random.default_rng(seed), rows, num_classes, n)
@@ -158,9 +161,20 @@ def run_benchmark(
     radii = radii[:, 0]
     us = seconds / rows * 1e6
     fields = dict(
-        num_classes=num_classes, k=k, n=n, rows=rows, sigma=sigma, alpha=alpha, seed=seed, repeat=repeat,
-        threads=threads, pool=_pool_words(threads), seconds=seconds, us_per_example=us,
-        examples_per_second=1e6 / us, certified_fraction=float(np.count_nonzero(radii > 0)) / rows,
+        num_classes=num_classes,
+        k=k,
+        n=n,
+        rows=rows,
+        sigma=sigma,
+        alpha=alpha,
+        seed=seed,
+        repeat=repeat,
+        threads=threads,
+        pool=_pool_words(threads),
+        seconds=seconds,
+        us_per_example=us,
+        examples_per_second=1e6 / us,
+        certified_fraction=float(np.count_nonzero(radii > 0)) / rows,
     )
 
     notes = []
@@ -178,20 +192,27 @@ def run_benchmark(
     take = min(baseline_rows, rows)
     if take < baseline_rows:
         notes.append(f"the baseline ran on all {rows:,} rows (baseline_rows = {baseline_rows:,} is more)")
-    base_radii, base_seconds = _time_baseline(_paper_baseline.paper_radius, counts[:take], labels[:take], k,
-                                              sigma, alpha, baseline_seconds)
+    base_radii, base_seconds = _time_baseline(
+        _paper_baseline.paper_radius, counts[:take], labels[:take], k, sigma, alpha, baseline_seconds
+    )
     if len(base_radii) < take:
         notes.append(f"the baseline stopped after {len(base_radii):,} rows (baseline_seconds = {baseline_seconds:g})")
     base_us = base_seconds / len(base_radii) * 1e6
     max_dev, bad = check_agreement(radii[: len(base_radii)], base_radii)
     return BenchmarkReport(
-        **fields, baseline_rows=len(base_radii), baseline_us_per_example=base_us, ratio=base_us / us,
-        max_deviation=max_dev, disagreements=bad, notes=tuple(notes),
+        **fields,
+        baseline_rows=len(base_radii),
+        baseline_us_per_example=base_us,
+        ratio=base_us / us,
+        max_deviation=max_dev,
+        disagreements=bad,
+        notes=tuple(notes),
     )
 
 
-def synthetic_counts(rng: np.random.Generator, rows: int, num_classes: int, n: int,
-                     tail_spread: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+def synthetic_counts(
+    rng: np.random.Generator, rows: int, num_classes: int, n: int, tail_spread: Optional[float] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Count rows of a plausible classifier under noise, and the label to certify in each:
     (int64 (rows, num_classes), int64 (rows,)).
 
@@ -331,8 +352,9 @@ def describe_platform() -> str:
         scipy_version = scipy.__version__
     except ImportError:
         scipy_version = "not installed"
-    return (f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy_version}, "
-            f"topk_certify {__version__}")
+    return (
+        f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy_version}, topk_certify {__version__}"
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -340,8 +362,9 @@ def describe_platform() -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None,
-               allowed: Optional[str] = None) -> int:
+def _check_int(
+    name: str, value: Any, minimum: int, maximum: Optional[int] = None, allowed: Optional[str] = None
+) -> int:
     allowed = allowed or (f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")

@@ -76,9 +76,7 @@ def load_digits_split(seed: int = 0, test_size: int = TEST_SIZE):
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=seed
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
     return x_train, y_train, x_test, y_test
 
 
@@ -110,8 +108,9 @@ def _build_model(torch, mean: float, std: float, hidden: int = HIDDEN):
     )
 
 
-def train_model(x_train: np.ndarray, y_train: np.ndarray, *, sigma: float, epochs: int, seed: int,
-                hidden: int = HIDDEN):
+def train_model(
+    x_train: np.ndarray, y_train: np.ndarray, *, sigma: float, epochs: int, seed: int, hidden: int = HIDDEN
+):
     """The demo's MLP trained with Gaussian noise augmentation (Adam, batches of 64): every
     step sees x + N(0, sigma^2 I). Deterministic given seed; the global torch RNG is untouched.
     Returns the model in eval mode."""
@@ -128,7 +127,7 @@ def train_model(x_train: np.ndarray, y_train: np.ndarray, *, sigma: float, epoch
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], 64):
-            batch = order[start:start + 64]
+            batch = order[start : start + 64]
             noisy = x[batch] + sigma * torch.randn(x[batch].shape, generator=gen)
             loss = torch.nn.functional.cross_entropy(model(noisy), y[batch])
             optimizer.zero_grad()
@@ -149,7 +148,7 @@ def _accuracy(torch, model, x: np.ndarray, y: np.ndarray, sigma: float, seed: in
 
 def read_json(path: str) -> Optional[dict]:
     try:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             value = json.load(handle)
     except (OSError, ValueError):
         return None
@@ -193,28 +192,40 @@ def prepare_model(out_dir: str, settings: DemoSettings, *, fresh: bool = False, 
         except (RuntimeError, ValueError, OSError, KeyError):
             cached = False  # a damaged cache: train again
     if cached:
-        log(f"using the cached model {model_path} (trained with sigma={settings.sigma}; "
+        log(
+            f"using the cached model {model_path} (trained with sigma={settings.sigma}; "
             f"accuracy on the held-out digits: {100 * info['clean_accuracy']:.1f}% clean, "
-            f"{100 * info['noisy_accuracy']:.1f}% under noise)")
+            f"{100 * info['noisy_accuracy']:.1f}% under noise)"
+        )
         return model.eval(), x_test, y_test, info
 
     x_train, y_train, x_test, y_test = load_digits_split(settings.seed)
-    x_test, y_test = x_test[:settings.test_examples], y_test[:settings.test_examples]
-    log(f"training a small MLP on {len(x_train)} digits with Gaussian noise (sigma={settings.sigma}), "
-        f"{settings.epochs} epochs ...")
+    x_test, y_test = x_test[: settings.test_examples], y_test[: settings.test_examples]
+    log(
+        f"training a small MLP on {len(x_train)} digits with Gaussian noise (sigma={settings.sigma}), "
+        f"{settings.epochs} epochs ..."
+    )
     start = time.perf_counter()
-    trained = train_model(x_train, y_train, sigma=settings.sigma, epochs=settings.epochs,
-                          seed=settings.seed, hidden=settings.hidden)
+    trained = train_model(
+        x_train, y_train, sigma=settings.sigma, epochs=settings.epochs, seed=settings.seed, hidden=settings.hidden
+    )
     seconds = time.perf_counter() - start
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.9 deprecates TorchScript
         model = torch.jit.trace(trained, torch.from_numpy(x_test[:2]))
     clean, noisy = _accuracy(torch, model, x_test, y_test, settings.sigma, settings.seed)
-    log(f"trained in {seconds:.1f} s: accuracy on the held-out digits {100 * clean:.1f}% clean, "
-        f"{100 * noisy:.1f}% under noise")
-    info = {"settings": asdict(settings), "train_seconds": round(seconds, 3),
-            "clean_accuracy": clean, "noisy_accuracy": noisy,
-            "train_examples": int(len(x_train)), "test_examples": int(len(x_test))}
+    log(
+        f"trained in {seconds:.1f} s: accuracy on the held-out digits {100 * clean:.1f}% clean, "
+        f"{100 * noisy:.1f}% under noise"
+    )
+    info = {
+        "settings": asdict(settings),
+        "train_seconds": round(seconds, 3),
+        "clean_accuracy": clean,
+        "noisy_accuracy": noisy,
+        "train_examples": int(len(x_train)),
+        "test_examples": int(len(x_test)),
+    }
     # model.json last: it is what marks the cache valid.
     stale = [RUN_JSON, adaptive_name(RUN_JSON), TIMINGS_JSON]  # made with the old model
     for path in [json_path] + [os.path.join(out_dir, name) for name in stale]:
@@ -232,5 +243,3 @@ def adaptive_name(name: str) -> str:
     """certify.tsv -> certify_adaptive.tsv: the adaptive run's files sit beside the fixed run's."""
     stem, ext = os.path.splitext(name)
     return f"{stem}_adaptive{ext}"
-
-

@@ -90,9 +90,7 @@ class CertifyResult:
         an example counts when its whole predicted top-k set is certified. A float for an int
         k, a float64 array (len(k),) for a sequence.
         """
-        fractions = (self._radius_per_k() > r).mean(axis=0) if self.num_examples else (
-            np.zeros(len(self._ks()))
-        )
+        fractions = (self._radius_per_k() > r).mean(axis=0) if self.num_examples else (np.zeros(len(self._ks())))
         if isinstance(self.k, (int, np.integer)):
             return float(fractions[0])
         return fractions
@@ -114,8 +112,7 @@ class CertifyResult:
             mode, what = "labels given", "certified"
         certified = "  ".join(f"k={kk} {100 * f:.1f}%" for kk, f in zip(ks, fractions))
         medians = "  ".join(
-            f"k={kk} {np.median(radius[:, m]) if radius.size else float('nan'):.4g}"
-            for m, kk in enumerate(ks)
+            f"k={kk} {np.median(radius[:, m]) if radius.size else float('nan'):.4g}" for m, kk in enumerate(ks)
         )
         return (
             f"CertifyResult({self.num_examples} examples, {self.num_classes} classes, {mode}, "

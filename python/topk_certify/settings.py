@@ -8,10 +8,10 @@ from typing import Any, Optional, Tuple, Union
 
 from ._checks import (
     check_bool,
-    clean_radii,
     check_int,
     check_optional_int,
     check_seed,
+    clean_radii,
     validate_alpha,
     validate_bound,
     validate_k,
@@ -58,7 +58,7 @@ class CertifySettings:
         progress: Any = False,
         adaptive: Any = False,
         radii: Any = None,
-    ) -> "CertifySettings":
+    ) -> CertifySettings:
         """Checks every keyword (a TypeError or ValueError naming it) before any work."""
         sigma = validate_sigma(sigma)
         n = check_int("n", n, 1)
@@ -70,9 +70,18 @@ class CertifySettings:
         if radii is not None and not adaptive:
             raise ValueError("radii only applies to adaptive certification (adaptive=True)")
         return cls(
-            ks=ks, single_k=single_k, sigma=sigma, n=n, n0=check_int("n0", n0, 1), alpha=alpha,
-            batch_size=batch_size, bound=bound, num_classes=check_optional_int("num_classes", num_classes, 1),
-            seed=check_seed(seed), progress=check_bool("progress", progress), adaptive=adaptive,
+            ks=ks,
+            single_k=single_k,
+            sigma=sigma,
+            n=n,
+            n0=check_int("n0", n0, 1),
+            alpha=alpha,
+            batch_size=batch_size,
+            bound=bound,
+            num_classes=check_optional_int("num_classes", num_classes, 1),
+            seed=check_seed(seed),
+            progress=check_bool("progress", progress),
+            adaptive=adaptive,
             radii=None if radii is None else clean_radii(radii),
         )
 
@@ -81,7 +90,6 @@ class CertifySettings:
         """k as the caller gave it: an int, or a tuple of ints."""
         return self.ks[0] if self.single_k else self.ks
 
-    def but(self, **changes: Any) -> "CertifySettings":
+    def but(self, **changes: Any) -> CertifySettings:
         """A copy with some fields changed (already checked values only)."""
         return replace(self, **changes)
-

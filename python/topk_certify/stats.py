@@ -29,6 +29,7 @@ from ._checks import (
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_core._mark_forked)
 
+
 def _labels_for(labels: Any, rows: int, num_classes: int) -> np.ndarray:
     array = as_int_array(labels, "labels", 1)
     if array.shape[0] != rows:

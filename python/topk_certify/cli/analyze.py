@@ -38,11 +38,15 @@ def register(sub) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="OUT.tsv", help="certify output file(s)")
     parser.add_argument(
-        "--radii", type=_radius_arg, nargs="+", metavar="R",
+        "--radii",
+        type=_radius_arg,
+        nargs="+",
+        metavar="R",
         help="radii to report (default 0, 0.25, 0.5, ... up to the largest radius in the files)",
     )
     parser.add_argument(
-        "--plot", metavar="FILE.png",
+        "--plot",
+        metavar="FILE.png",
         help="also draw certified accuracy against the radius, one curve per k (needs matplotlib)",
     )
     parser.set_defaults(handler=run_analyze)

@@ -35,14 +35,24 @@ def register(sub) -> None:
     )
     parser.add_argument("--classes", type=_int_at_least(2), default=10, metavar="C", help="labels per row (default 10)")
     parser.add_argument("--k", type=_int_at_least(1), default=3, metavar="K", help="top-k, below C (default 3)")
-    parser.add_argument("--n", type=_int_at_least(1), default=100_000, metavar="N", help="samples per row (default 100000)")
-    parser.add_argument("--rows", type=_int_at_least(1), default=100_000, metavar="R", help="rows timed (default 100000)")
     parser.add_argument(
-        "--threads", type=_int_at_least(1), default=None, metavar="T",
+        "--n", type=_int_at_least(1), default=100_000, metavar="N", help="samples per row (default 100000)"
+    )
+    parser.add_argument(
+        "--rows", type=_int_at_least(1), default=100_000, metavar="R", help="rows timed (default 100000)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        metavar="T",
         help="rayon threads (default: one per usable CPU, or RAYON_NUM_THREADS)",
     )
     parser.add_argument(
-        "--baseline-rows", type=_int_at_least(0), default=100, metavar="B",
+        "--baseline-rows",
+        type=_int_at_least(0),
+        default=100,
+        metavar="B",
         help="rows for the paper's algorithm, about 10 ms each at C = 10 and 0.1 s at C = 1000 "
         "(default 100; 0 skips it)",
     )
@@ -54,8 +64,13 @@ def run_bench(args: argparse.Namespace) -> None:
     from ..benchmark import describe_platform, run_benchmark
 
     report = run_benchmark(
-        num_classes=args.classes, k=args.k, n=args.n, rows=args.rows, threads=args.threads,
-        baseline_rows=args.baseline_rows, seed=args.seed,
+        num_classes=args.classes,
+        k=args.k,
+        n=args.n,
+        rows=args.rows,
+        threads=args.threads,
+        baseline_rows=args.baseline_rows,
+        seed=args.seed,
     )
     sys.stdout.write(describe_platform() + "\n" + report.format() + "\n")
     sys.stdout.flush()

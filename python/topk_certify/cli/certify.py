@@ -18,29 +18,67 @@ def register(sub) -> None:
         "written as it finishes: idx, label, radius@K for each K, [n,] time. "
         "Run under `torchrun --nproc-per-node N -m topk_certify certify ...` to share the work.",
     )
-    p.add_argument("--model", required=True, metavar="SPEC",
-                   help="path/to/file.py:NAME, package.module:NAME (an nn.Module or a no-argument callable returning one), "
-                   "a TorchScript file, or a Cohen-format checkpoint (.pth/.pth.tar with arch and state_dict)")
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="cifar10:ROOT (the CIFAR-10 test split in torchvision's folder), imagenet:DIR (an ImageFolder "
-                   "of the validation set), an .npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="path/to/file.py:NAME, package.module:NAME (an nn.Module or a no-argument callable returning one), "
+        "a TorchScript file, or a Cohen-format checkpoint (.pth/.pth.tar with arch and state_dict)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="cifar10:ROOT (the CIFAR-10 test split in torchvision's folder), imagenet:DIR (an ImageFolder "
+        "of the validation set), an .npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y",
+    )
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise level")
-    p.add_argument("--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)")
+    p.add_argument(
+        "--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)"
+    )
     # --num-samples: under torchrun, whose own parser takes `--n` for an ambiguous abbreviation.
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=100_000,
-                   help="noise samples per example (the most, with --adaptive; default 100000); spell it --num-samples under torchrun")
-    p.add_argument("--n0", type=int, default=100, help="selection samples (prediction mode only; unused here; default 100)")
+    p.add_argument(
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=int,
+        default=100_000,
+        help="noise samples per example (the most, with --adaptive; default 100000); spell it --num-samples under torchrun",
+    )
+    p.add_argument(
+        "--n0", type=int, default=100, help="selection samples (prediction mode only; unused here; default 100)"
+    )
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass (default 1000)")
-    p.add_argument("--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)")
+    p.add_argument(
+        "--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)"
+    )
     p.add_argument("--seed", type=int, default=None, help="makes the noise, and so the results, reproducible")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; under torchrun each rank uses cuda:LOCAL_RANK)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.tsv", help="output table (refused if it exists, unless --resume)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default auto; under torchrun each rank uses cuda:LOCAL_RANK)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.tsv", help="output table (refused if it exists, unless --resume)"
+    )
     p.add_argument("--counts", metavar="COUNTS.txt", help="also write the counts in the paper's frequency format")
-    p.add_argument("--resume", action="store_true", help="continue a run that was stopped: keep its rows, append the rest")
+    p.add_argument(
+        "--resume", action="store_true", help="continue a run that was stopped: keep its rows, append the rest"
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default on)")
-    p.add_argument("--adaptive", action="store_true", help="stop sampling an example once more samples cannot change its outcome at --radii")
-    p.add_argument("--radii", type=float, nargs="+", metavar="R", help="radii the adaptive run must decide (default: multiples of 0.25)")
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="stop sampling an example once more samples cannot change its outcome at --radii",
+    )
+    p.add_argument(
+        "--radii",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="radii the adaptive run must decide (default: multiples of 0.25)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -50,8 +88,16 @@ def settings_from(args: argparse.Namespace) -> CertifySettings:
         raise CliError("--radii only applies with --adaptive")
     try:
         return CertifySettings.build(
-            k=list(args.k), sigma=args.sigma, n=args.n, n0=args.n0, alpha=args.alpha, batch_size=args.batch_size,
-            bound=args.bound, seed=args.seed, adaptive=args.adaptive, radii=args.radii,
+            k=list(args.k),
+            sigma=args.sigma,
+            n=args.n,
+            n0=args.n0,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            bound=args.bound,
+            seed=args.seed,
+            adaptive=args.adaptive,
+            radii=args.radii,
         )
     except (TypeError, ValueError) as exc:
         raise CliError(_flag_names(str(exc))) from None
@@ -61,7 +107,7 @@ def _flag_names(message: str) -> str:
     """The library's argument names as the command's flags."""
     for name, flag in (("batch_size", "--batch-size"), ("n0", "--n0"), ("n", "--n"), ("seed", "--seed")):
         if message.startswith(name + " "):
-            return flag + message[len(name):]
+            return flag + message[len(name) :]
     return message
 
 
@@ -113,8 +159,15 @@ def run(args: argparse.Namespace) -> None:
     try:
         device, source, model = ctx.together(lambda: _load(args, torch, ctx))
         run_certify(
-            model, source, settings, out=args.output, device=device, counts=args.counts, resume=args.resume,
-            progress=args.progress, describe={"model": args.model, "data": args.data},
+            model,
+            source,
+            settings,
+            out=args.output,
+            device=device,
+            counts=args.counts,
+            resume=args.resume,
+            progress=args.progress,
+            describe={"model": args.model, "data": args.data},
         )
         failed = False
     finally:

@@ -23,6 +23,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from .. import analysis
+from ..datasets.source import ArraySource
 from ..digits import (
     ALPHA,
     BATCH_SIZE,
@@ -49,7 +50,6 @@ from ..digits import (
     read_json,
     write_json,
 )
-from ..datasets.source import ArraySource
 from ..formats.table import load_results, meta_path
 from ..settings import CertifySettings
 from .errors import CliError
@@ -81,9 +81,16 @@ def _check_writable(out_dir: str) -> None:
 
 def _paths(out_dir: str, adaptive: bool) -> Dict[str, str]:
     per_run = adaptive_name if adaptive else (lambda name: name)
-    return {name: os.path.join(out_dir, file) for name, file in (
-        ("model", MODEL_FILE), ("data", DATA_FILE), ("out", per_run(OUT_FILE)),
-        ("counts", per_run(COUNTS_FILE)), ("plot", per_run(PLOT_FILE)))}
+    return {
+        name: os.path.join(out_dir, file)
+        for name, file in (
+            ("model", MODEL_FILE),
+            ("data", DATA_FILE),
+            ("out", per_run(OUT_FILE)),
+            ("counts", per_run(COUNTS_FILE)),
+            ("plot", per_run(PLOT_FILE)),
+        )
+    }
 
 
 def _start_or_resume(out_dir: str, paths: Dict[str, str], run: dict, *, adaptive: bool, fresh: bool) -> bool:
@@ -110,15 +117,17 @@ def _report(out_dir: str, paths: Dict[str, str], *, sigma: float, n: int, adapti
         log(_compare_timings(out_dir, results, n=n, adaptive=adaptive))
     try:
         budget = f"adaptive, n <= {n:,}" if adaptive else f"n={n:,}"
-        analysis.plot_curves([results], paths["plot"],
-                             title=f"certified top-k accuracy, 8x8 digits (sigma={sigma}, {budget})")
+        analysis.plot_curves(
+            [results], paths["plot"], title=f"certified top-k accuracy, 8x8 digits (sigma={sigma}, {budget})"
+        )
     except ImportError as exc:
         sys.stderr.write(f"topk-certify: warning: no plot: {exc}\n")
         paths.pop("plot")
 
 
-def _list_files(out_dir: str, paths: Dict[str, str], *, sigma: float, n: int, adaptive: bool, examples: int,
-                log) -> None:
+def _list_files(
+    out_dir: str, paths: Dict[str, str], *, sigma: float, n: int, adaptive: bool, examples: int, log
+) -> None:
     log("")
     log(f"files in {out_dir}:")
     described = {
@@ -132,13 +141,25 @@ def _list_files(out_dir: str, paths: Dict[str, str], *, sigma: float, n: int, ad
     for name, path in paths.items():
         log(f"  {path:<{max(len(p) for p in paths.values())}}  {described[name]}")
     log("certify them again with other settings:")
-    log(f"  topk-certify certify --model {paths['model']} --data {paths['data']} --sigma {sigma} "
-        f"--k 1 3 5 --n {n}{' --adaptive' if adaptive else ''} -o OTHER.tsv")
+    log(
+        f"  topk-certify certify --model {paths['model']} --data {paths['data']} --sigma {sigma} "
+        f"--k 1 3 5 --n {n}{' --adaptive' if adaptive else ''} -o OTHER.tsv"
+    )
 
 
-def run_demo(out_dir: str, *, smoke: bool = False, sigma: float = DEFAULT_SIGMA, n: Optional[int] = None,
-             adaptive: bool = False, seed: int = 0, threads: Optional[int] = 1, fresh: bool = False,
-             progress: bool = True, log=print) -> dict:
+def run_demo(
+    out_dir: str,
+    *,
+    smoke: bool = False,
+    sigma: float = DEFAULT_SIGMA,
+    n: Optional[int] = None,
+    adaptive: bool = False,
+    seed: int = 0,
+    threads: Optional[int] = 1,
+    fresh: bool = False,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Runs the demo into out_dir (see the module docstring). Returns the paths written."""
     from ..smoothing.inputs import import_torch
     from .job import run_certify
@@ -152,24 +173,51 @@ def run_demo(out_dir: str, *, smoke: bool = False, sigma: float = DEFAULT_SIGMA,
     _check_options(torch, sigma=sigma, n=n, seed=seed, threads=threads)
     _check_writable(out_dir)
     settings = DemoSettings(
-        sigma=float(sigma), seed=int(seed), epochs=SMOKE_EPOCHS if smoke else EPOCHS,
+        sigma=float(sigma),
+        seed=int(seed),
+        epochs=SMOKE_EPOCHS if smoke else EPOCHS,
         test_examples=SMOKE_EXAMPLES if smoke else TEST_SIZE,
     )
     model, x_test, y_test, info = prepare_model(out_dir, settings, fresh=fresh, log=log)
     paths = _paths(out_dir, adaptive)
-    run = {"model": info["settings"], "ks": list(KS), "sigma": float(sigma), "n": int(n),
-           "alpha": ALPHA, "batch_size": BATCH_SIZE, "seed": int(seed), "adaptive": bool(adaptive)}
+    run = {
+        "model": info["settings"],
+        "ks": list(KS),
+        "sigma": float(sigma),
+        "n": int(n),
+        "alpha": ALPHA,
+        "batch_size": BATCH_SIZE,
+        "seed": int(seed),
+        "adaptive": bool(adaptive),
+    }
     resuming = _start_or_resume(out_dir, paths, run, adaptive=adaptive, fresh=fresh)
 
     mode = f"adaptive, at most n={n:,}" if adaptive else f"n={n:,}"
-    log(f"certifying the true label of {len(y_test)} held-out digits for top-{', top-'.join(map(str, KS))} "
+    log(
+        f"certifying the true label of {len(y_test)} held-out digits for top-{', top-'.join(map(str, KS))} "
         f"(sigma={sigma}, {mode} noise samples each, alpha={ALPHA})"
-        + (": resuming the rows already in " + paths["out"] if resuming else " ..."))
+        + (": resuming the rows already in " + paths["out"] if resuming else " ...")
+    )
     start = time.perf_counter()
-    certify = CertifySettings.build(k=list(KS), sigma=float(sigma), n=int(n), alpha=ALPHA, batch_size=BATCH_SIZE,
-                                    seed=int(seed), adaptive=bool(adaptive))
-    run_certify(model, ArraySource(paths["data"], x_test, y_test), certify, out=paths["out"], device="cpu",
-                counts=paths["counts"], resume=True, progress=progress)
+    certify = CertifySettings.build(
+        k=list(KS),
+        sigma=float(sigma),
+        n=int(n),
+        alpha=ALPHA,
+        batch_size=BATCH_SIZE,
+        seed=int(seed),
+        adaptive=bool(adaptive),
+    )
+    run_certify(
+        model,
+        ArraySource(paths["data"], x_test, y_test),
+        certify,
+        out=paths["out"],
+        device="cpu",
+        counts=paths["counts"],
+        resume=True,
+        progress=progress,
+    )
     log(f"certified in {time.perf_counter() - start:.1f} s" + (" (the rest was already done)" if resuming else ""))
     _report(out_dir, paths, sigma=sigma, n=n, adaptive=adaptive, log=log)
     _list_files(out_dir, paths, sigma=sigma, n=n, adaptive=adaptive, examples=len(y_test), log=log)
@@ -192,18 +240,26 @@ def _compare_timings(out_dir: str, results, *, n: int, adaptive: bool) -> str:
     write_json(path, timings)
     if fixed_key not in timings or adaptive_key not in timings:
         if adaptive:
-            return (f"to time the fixed protocol for comparison, run the demo again without --adaptive "
-                    f"(it writes {OUT_FILE} beside this file and reuses the model)")
-        return (f"to see the time adaptive certification saves, run the demo again with --adaptive "
-                f"(it writes {adaptive_name(OUT_FILE)} beside this file and reuses the model)")
+            return (
+                f"to time the fixed protocol for comparison, run the demo again without --adaptive "
+                f"(it writes {OUT_FILE} beside this file and reuses the model)"
+            )
+        return (
+            f"to see the time adaptive certification saves, run the demo again with --adaptive "
+            f"(it writes {adaptive_name(OUT_FILE)} beside this file and reuses the model)"
+        )
     fixed, quick = timings[fixed_key], timings[adaptive_key]
-    text = (f"time per digit: {1000 * fixed:.1f} ms fixed (n={n:,}), {1000 * quick:.1f} ms adaptive "
-            f"(at most n={n:,}): adaptive is {_times(fixed, quick)}")
+    text = (
+        f"time per digit: {1000 * fixed:.1f} ms fixed (n={n:,}), {1000 * quick:.1f} ms adaptive "
+        f"(at most n={n:,}): adaptive is {_times(fixed, quick)}"
+    )
     if adaptive and results.n is not None:
         text += f", with {n * results.num_examples / max(int(results.n.sum()), 1):.1f}x fewer noise samples"
     fixed_out = os.path.join(out_dir, OUT_FILE)
-    text += (f"\ncompare their certified accuracy: topk-certify analyze {fixed_out} "
-             f"{os.path.join(out_dir, adaptive_name(OUT_FILE))}")
+    text += (
+        f"\ncompare their certified accuracy: topk-certify analyze {fixed_out} "
+        f"{os.path.join(out_dir, adaptive_name(OUT_FILE))}"
+    )
     return text
 
 
@@ -220,31 +276,49 @@ def register(sub) -> None:
         "a finished run is not redone); other settings, or --fresh, start it afresh.",
     )
     parser.add_argument(
-        "--out", metavar="DIR", default=None,
+        "--out",
+        metavar="DIR",
+        default=None,
         help=f"where the files go (default ${DIR_ENV} or ./{DEFAULT_DIR}; with --smoke, DIR/smoke)",
     )
     parser.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help=f"a tiny run for tests: {SMOKE_EXAMPLES} digits, n={SMOKE_N}, {SMOKE_EPOCHS} training epochs",
     )
     parser.add_argument(
-        "--adaptive", action=argparse.BooleanOptionalAction, default=False,
+        "--adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="adaptive certification: stop each digit's sampling once its outcome is settled, "
         "and report the samples saved (default off)",
     )
-    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
-                        help=f"noise level for training and certification (default {DEFAULT_SIGMA})")
-    parser.add_argument("--n", type=int, default=None,
-                        help=f"noise samples per digit (default {DEFAULT_N:,}; {SMOKE_N} with --smoke)")
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=DEFAULT_SIGMA,
+        help=f"noise level for training and certification (default {DEFAULT_SIGMA})",
+    )
+    parser.add_argument(
+        "--n", type=int, default=None, help=f"noise samples per digit (default {DEFAULT_N:,}; {SMOKE_N} with --smoke)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, training and noise (default 0)")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (default 1: the model is tiny; on a busy 2-core machine one "
         "thread certified 2.5x faster than two)",
     )
-    parser.add_argument("--fresh", action="store_true", help="ignore the cached model and results: train and certify again")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bar while sampling (default on)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore the cached model and results: train and certify again"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar while sampling (default on)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -255,6 +329,13 @@ def run_demo_command(args: argparse.Namespace) -> None:
         if args.smoke:
             out_dir = os.path.join(out_dir, "smoke")
     run_demo(
-        out_dir, smoke=args.smoke, sigma=args.sigma, n=args.n, adaptive=args.adaptive,
-        seed=args.seed, threads=args.threads, fresh=args.fresh, progress=args.progress,
+        out_dir,
+        smoke=args.smoke,
+        sigma=args.sigma,
+        n=args.n,
+        adaptive=args.adaptive,
+        seed=args.seed,
+        threads=args.threads,
+        fresh=args.fresh,
+        progress=args.progress,
     )

@@ -53,7 +53,9 @@ def _check_against_model(settings: CertifySettings, labels: np.ndarray, num_clas
             raise CliError(f"--k {k} must be below the model's number of classes {num_classes}")
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        raise CliError(f"label {int(labels[np.argmax(bad)])} in the data is outside the model's classes [0, {num_classes})")
+        raise CliError(
+            f"label {int(labels[np.argmax(bad)])} in the data is outside the model's classes [0, {num_classes})"
+        )
     check_distinct_ks(settings.ks)
     if settings.adaptive:
         from ..adaptive import resolve_radii
@@ -65,10 +67,20 @@ def _check_against_model(settings: CertifySettings, labels: np.ndarray, num_clas
 def _meta(settings: CertifySettings, source, num_classes: int, counts: Optional[str], describe) -> Dict[str, object]:
     s = settings
     meta: Dict[str, object] = {
-        "ks": list(s.ks), "sigma": s.sigma, "n": s.n, "n0": s.n0, "alpha": s.alpha, "batch_size": s.batch_size,
-        "bound": s.bound, "seed": s.seed, "adaptive": s.adaptive, "radii": None if s.radii is None else list(s.radii),
-        "num_examples": len(source), "labels_crc32": zlib.crc32(source.labels.tobytes()),
-        "num_classes": num_classes, "counts": counts is not None,
+        "ks": list(s.ks),
+        "sigma": s.sigma,
+        "n": s.n,
+        "n0": s.n0,
+        "alpha": s.alpha,
+        "batch_size": s.batch_size,
+        "bound": s.bound,
+        "seed": s.seed,
+        "adaptive": s.adaptive,
+        "radii": None if s.radii is None else list(s.radii),
+        "num_examples": len(source),
+        "labels_crc32": zlib.crc32(source.labels.tobytes()),
+        "num_classes": num_classes,
+        "counts": counts is not None,
     }
     meta.update(describe or {})
     return meta
@@ -83,9 +95,19 @@ def _open_files(settings, source, num_classes, *, out, counts, resume, describe)
     return RunFiles(out, table.columns(s.ks, s.adaptive), _meta(s, source, num_classes, counts, describe), writer)
 
 
-def run_certify(model, source, settings: CertifySettings, *, out: str, device=None, counts: Optional[str] = None,
-                resume: bool = False, selection: Optional[Sequence[int]] = None, describe: Optional[dict] = None,
-                progress: bool = True) -> None:
+def run_certify(
+    model,
+    source,
+    settings: CertifySettings,
+    *,
+    out: str,
+    device=None,
+    counts: Optional[str] = None,
+    resume: bool = False,
+    selection: Optional[Sequence[int]] = None,
+    describe: Optional[dict] = None,
+    progress: bool = True,
+) -> None:
     """Certifies each selected example's true label in the top-k for every k, writing `out`
     (TSV: idx, label, radius@K..., [n], time) row by row. `source` reads examples by index
     (len, labels, read); `selection` is the idx to certify (default all)."""
@@ -99,8 +121,7 @@ def run_certify(model, source, settings: CertifySettings, *, out: str, device=No
         first = prepare_x(torch, source.read(selected[:1]), model, dev) if selected else None
         num_classes = _probe_num_classes(torch, model, first) if first is not None else settings.num_classes or 2
         _check_against_model(settings, source.labels, num_classes)
-        return dev, _open_files(settings, source, num_classes, out=out, counts=counts, resume=resume,
-                                describe=describe)
+        return dev, _open_files(settings, source, num_classes, out=out, counts=counts, resume=resume, describe=describe)
 
     dev, files = ctx.together(check)
     done = ctx.from_writer(lambda: files.open(resume) if ctx.is_writer else set())
@@ -112,15 +133,16 @@ def run_certify(model, source, settings: CertifySettings, *, out: str, device=No
             files.close()
 
 
-def _certify_rounds(model, source, settings: CertifySettings, device, todo: List[int], files: RunFiles, ctx,
-                    progress: bool) -> None:
+def _certify_rounds(
+    model, source, settings: CertifySettings, device, todo: List[int], files: RunFiles, ctx, progress: bool
+) -> None:
     chunk = max(1, -(-settings.batch_size // settings.n))
     if settings.adaptive:
         chunk *= 8  # adaptive examples stop at different times: more of them share batches
     bar = samples_bar(len(todo) * settings.n) if progress and ctx.is_writer and _have_tqdm() else None
     try:
         for group in ctx.rounds(todo, chunk):
-            finished = ctx.gather_in_order(lambda: _certify_group(model, source, settings, device, group))
+            finished = ctx.gather_in_order(lambda group=group: _certify_group(model, source, settings, device, group))
             for cells, line in finished:
                 files.append(cells, line)
             if bar is not None:

@@ -22,10 +22,14 @@ def register(sub) -> None:
         "(one example a line: C counts, then the label). Output: TSV with idx (0-based line), label, radius.",
     )
     radius.add_argument("counts_file", metavar="COUNTS_FILE")
-    radius.add_argument("--k", type=int, nargs="+", required=True, metavar="K", help="top-k; several give one radius@K column each")
+    radius.add_argument(
+        "--k", type=int, nargs="+", required=True, metavar="K", help="top-k; several give one radius@K column each"
+    )
     radius.add_argument("--sigma", type=number, required=True, help="noise level the counts were drawn with")
     radius.add_argument("--alpha", type=number, default=0.001, help="failure probability (default 0.001)")
-    radius.add_argument("--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)")
+    radius.add_argument(
+        "--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)"
+    )
     radius.add_argument("-o", "--output", metavar="OUT", help="write the TSV here instead of stdout")
     radius.set_defaults(handler=run)
 
@@ -57,12 +61,14 @@ def _check_output(path: str, counts_file: str) -> None:
     if not os.path.exists(path):
         return
     try:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             first = handle.readline()
     except (OSError, UnicodeDecodeError):
         first = ""
     if not first.startswith("idx\tlabel\tradius"):
-        raise CliError(f"-o {path} exists and is not an earlier radius output: choose a new file (it is not overwritten)")
+        raise CliError(
+            f"-o {path} exists and is not an earlier radius output: choose a new file (it is not overwritten)"
+        )
 
 
 def _write_text(path: Optional[str], text: str) -> None:

@@ -67,7 +67,9 @@ def open_cifar10(root: str) -> Cifar10Source:
     entries = {(key.decode("latin1") if isinstance(key, bytes) else key): value for key, value in batch.items()}
     missing = [key for key in ("data", "labels") if key not in entries]
     if missing:
-        raise DataError(f"{path}: the batch has no {' or '.join(map(repr, missing))} (found {sorted(map(str, entries))})")
+        raise DataError(
+            f"{path}: the batch has no {' or '.join(map(repr, missing))} (found {sorted(map(str, entries))})"
+        )
     pixels = entries["data"]
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
         got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__

@@ -80,7 +80,9 @@ class ImageFolderSource(DataSource):
         except OSError as exc:
             raise DataError(f"imagenet:{root}: cannot list it ({exc.strerror or exc})") from None
         if not self.classes:
-            raise DataError(f"imagenet:{root}: no class folders (expected DIR/<class>/<image>, as torchvision's ImageFolder)")
+            raise DataError(
+                f"imagenet:{root}: no class folders (expected DIR/<class>/<image>, as torchvision's ImageFolder)"
+            )
         if not self._samples:
             raise DataError(
                 f"imagenet:{root}: no images in its {len(self.classes)} class folders (extensions {', '.join(IMG_EXTENSIONS)})"

@@ -26,7 +26,9 @@ def open_npz(path: str) -> ArraySource:
         with open(path, "rb") as f:
             head = f.read(6)
         if head == npy_format.MAGIC_PREFIX:
-            raise DataError(f"{path}: an .npy file (one array) named .npz; save both arrays with np.savez(path, x=x, y=y)")
+            raise DataError(
+                f"{path}: an .npy file (one array) named .npz; save both arrays with np.savez(path, x=x, y=y)"
+            )
         raise DataError(f"{path}: not an .npz archive (not a zip file); save the data with np.savez(path, x=x, y=y)")
     try:
         with zipfile.ZipFile(path) as archive:

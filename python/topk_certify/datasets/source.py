@@ -47,7 +47,9 @@ class DataSource(abc.ABC):
         low, high = index.min(), index.max()
         if low < 0 or high >= len(self):
             bad = low if low < 0 else high
-            raise ValueError(f"index {int(bad)} is out of range for {self.name} ({len(self)} examples: 0 to {len(self) - 1})")
+            raise ValueError(
+                f"index {int(bad)} is out of range for {self.name} ({len(self)} examples: 0 to {len(self) - 1})"
+            )
         out = self._read(index.astype(np.int64))
         return np.ascontiguousarray(out, dtype=self.dtype)
 
@@ -55,7 +57,7 @@ class DataSource(abc.ABC):
     def _read(self, index: np.ndarray) -> np.ndarray:
         """The examples at `index` (int64, checked to be in range)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most sources hold nothing to release
         pass
 
     def __enter__(self):
@@ -107,7 +109,9 @@ def checked_labels(name: str, y) -> np.ndarray:
         raise DataError(f"{name}: y must be a 1-D array (E,) of labels, got shape {y.shape}")
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{name}: y must hold integer class labels, got {y.dtype} values that are not whole numbers")
+            raise DataError(
+                f"{name}: y must hold integer class labels, got {y.dtype} values that are not whole numbers"
+            )
     elif y.dtype.kind not in "iu":
         raise DataError(f"{name}: y must hold integer class labels, got dtype {y.dtype}")
     if y.size and y.min() < 0:

@@ -24,7 +24,9 @@ def open_torch_file(path: str) -> ArraySource:
     missing = [key for key in ("x", "y") if key not in blob]
     if missing:
         found = ", ".join(repr(key) for key in list(blob)[:8])
-        raise DataError(f"{path}: no {' or '.join(map(repr, missing))} (it needs tensors x and y; found {found or 'nothing'})")
+        raise DataError(
+            f"{path}: no {' or '.join(map(repr, missing))} (it needs tensors x and y; found {found or 'nothing'})"
+        )
     x = _array(path, "x", blob["x"], torch)
     y = _array(path, "y", blob["y"], torch)
     labels = checked_arrays(path, x, y)

@@ -33,7 +33,7 @@ class CountsFileError(FormatError):
 def _read_lines(path: str | os.PathLike) -> List[str]:
     name = os.fspath(path)
     try:
-        with open(path, "r", encoding="utf-8-sig", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             return handle.read().split("\n")
     except UnicodeDecodeError:
         raise CountsFileError(f"{name}: not a text file (it is not UTF-8)") from None
@@ -68,7 +68,7 @@ def _parse(name: str, lines: Iterable[str]) -> Tuple[List[List[int]], Dict[str, 
                         f"{name}:{number}: a second '{HEADER_PREFIX}' header: the file joins counts of "
                         "different runs, whose bounds differ; keep one run per file"
                     )
-                meta.update(_parse_fields(text[len(HEADER_PREFIX):].split()))
+                meta.update(_parse_fields(text[len(HEADER_PREFIX) :].split()))
             continue
         values = _parse_line(name, number, text)
         if rows and len(values) != len(rows[0]):

@@ -49,7 +49,7 @@ def meta_path(out: str) -> str:
 def read_meta(out: str) -> Optional[Dict[str, object]]:
     """The settings recorded beside OUT, or None when there is no readable sidecar."""
     try:
-        with open(meta_path(out), "r", encoding="utf-8") as handle:
+        with open(meta_path(out), encoding="utf-8") as handle:
             meta = json.load(handle)
     except (OSError, ValueError):
         return None
@@ -131,7 +131,9 @@ class TableWriter:
         for number, line in enumerate(lines[1:], start=2):
             cells = line.split("\t")
             if len(cells) != len(self.header):
-                raise FormatError(f"{self.path}:{number}: expected {len(self.header)} tab-separated cells, got {len(cells)}")
+                raise FormatError(
+                    f"{self.path}:{number}: expected {len(self.header)} tab-separated cells, got {len(cells)}"
+                )
             rows.append(cells)
         return rows, torn
 
@@ -140,7 +142,9 @@ class TableWriter:
         try:
             self._handle = open(self.path, "x", encoding="utf-8")
         except FileExistsError:
-            raise FormatError(f"{self.path} already exists: pass --resume to continue that run, or choose another -o") from None
+            raise FormatError(
+                f"{self.path} already exists: pass --resume to continue that run, or choose another -o"
+            ) from None
         except OSError as exc:
             raise FormatError(f"cannot write {self.path}: {exc.strerror}") from None
         self.append(self.header)
@@ -279,7 +283,7 @@ def load_results(path: str) -> Results:
     an idx that is not an int or appears twice, no complete rows.
     """
     path = os.fspath(path)
-    with open(path, "r", encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         text = handle.read()
     lines, notes = _split_lines(path, text)
     meta: Dict[str, object] = read_meta(path) or {}

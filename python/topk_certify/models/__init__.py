@@ -11,8 +11,8 @@ torchvision's and Cohen et al.'s parameter names, so torchvision is not needed.
 from .architectures import ARCHITECTURES, build_model
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
-from .spec import ModelSpecError, load_model
 from .normalize import CIFAR10_MEAN, CIFAR10_SD, IMAGENET_MEAN, IMAGENET_SD, Normalize
+from .spec import ModelSpecError, load_model
 from .torchfile import is_torchscript
 
 __all__ = [

@@ -55,7 +55,9 @@ def load_checkpoint(path, device: Optional[Union[str, torch.device]] = None) -> 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # _fitted checked keys and shapes; this is a backstop
-        raise CheckpointError(f"{path}: the state_dict does not load into {arch} ({str(exc).strip().splitlines()[-1]})") from None
+        raise CheckpointError(
+            f"{path}: the state_dict does not load into {arch} ({str(exc).strip().splitlines()[-1]})"
+        ) from None
     model.eval()
     return model.to(target)
 
@@ -70,7 +72,7 @@ def _fitted(path: str, arch: str, state_dict, expected: Dict[str, torch.Tensor])
     keys = list(state_dict)
     data_parallel = bool(keys) and all(key.startswith(_DATA_PARALLEL) for key in keys)
     # The name each key will load under, mapped to the name the file gives it.
-    original = {("1." + key[len(_DATA_PARALLEL):] if data_parallel else key): key for key in keys}
+    original = {("1." + key[len(_DATA_PARALLEL) :] if data_parallel else key): key for key in keys}
     state = {name: state_dict[key] for name, key in original.items()}
 
     missing = [key for key in expected if key not in state]

@@ -135,7 +135,17 @@ def certify_batch(
         bound.
     """
     settings = CertifySettings.build(
-        k=k, sigma=sigma, n=n, n0=n0, alpha=alpha, batch_size=batch_size, bound=bound, num_classes=num_classes,
-        seed=seed, progress=progress, adaptive=adaptive, radii=radii,
+        k=k,
+        sigma=sigma,
+        n=n,
+        n0=n0,
+        alpha=alpha,
+        batch_size=batch_size,
+        bound=bound,
+        num_classes=num_classes,
+        seed=seed,
+        progress=progress,
+        adaptive=adaptive,
+        radii=radii,
     )
     return certify_with(model, x, labels, settings, device=device, indices=indices)

@@ -47,8 +47,14 @@ def make_sampler(model, x, settings: CertifySettings, indices: Sequence[int], on
 
     seed = sampler.fresh_seed() if settings.seed is None else settings.seed
     return sampler.NoiseSampler(
-        model, x, sigma=settings.sigma, batch_size=settings.batch_size, seed=seed, indices=indices,
-        totals={sampler.SELECT: settings.n0, sampler.ESTIMATE: settings.n}, num_classes=settings.num_classes,
+        model,
+        x,
+        sigma=settings.sigma,
+        batch_size=settings.batch_size,
+        seed=seed,
+        indices=indices,
+        totals={sampler.SELECT: settings.n0, sampler.ESTIMATE: settings.n},
+        num_classes=settings.num_classes,
         on_num_classes=on_num_classes,
     )
 
@@ -150,8 +156,14 @@ def _certify_fixed(torch, model, sampler, labels, settings: CertifySettings) -> 
 
 def _result(radius, counts, labels, n_used, s: CertifySettings) -> CertifyResult:
     return CertifyResult(
-        radius=np.ascontiguousarray(radius, dtype=np.float64), counts=counts, labels=labels, k=s.k,
-        n_used=n_used, sigma=s.sigma, alpha=s.alpha, bound=s.bound,
+        radius=np.ascontiguousarray(radius, dtype=np.float64),
+        counts=counts,
+        labels=labels,
+        k=s.k,
+        n_used=n_used,
+        sigma=s.sigma,
+        alpha=s.alpha,
+        bound=s.bound,
     )
 
 
@@ -180,8 +192,16 @@ def _certify_adaptive(torch, model, sampler, labels, settings: CertifySettings, 
             else:
                 candidates = np.asarray(labels, dtype=np.int64)[:, None]
             radius, counts, n_used = adaptive_loop.run(
-                sampler, candidates=candidates, ks=s.ks, sigma=s.sigma, n=s.n, alpha=s.alpha, bound=s.bound,
-                radii=lambda: check.radii, purpose=ESTIMATE, on_batch=on_batch,
+                sampler,
+                candidates=candidates,
+                ks=s.ks,
+                sigma=s.sigma,
+                n=s.n,
+                alpha=s.alpha,
+                bound=s.bound,
+                radii=lambda: check.radii,
+                purpose=ESTIMATE,
+                on_batch=on_batch,
             )
         if bar is not None:
             budget = num_examples * s.n

@@ -28,7 +28,7 @@ def model_tensors(torch, model) -> list:
     return []
 
 
-def resolve_device(torch, model, device) -> "torch.device":
+def resolve_device(torch, model, device) -> torch.device:
     """The device of the noise: `device`, or the model's (first parameter), or the CPU."""
     if not callable(model):
         raise TypeError(f"model must be callable (a torch.nn.Module), got {type(model).__name__}")
@@ -45,14 +45,18 @@ def resolve_device(torch, model, device) -> "torch.device":
     return device
 
 
-def parse_device(torch, device) -> "torch.device":
+def parse_device(torch, device) -> torch.device:
     """A torch.device from a name or device, checked to exist here (cuda gets its index)."""
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be None, a torch.device or a name like 'cpu', 'cuda', 'cuda:1'; got {device!r}") from None
+        raise ValueError(
+            f"device must be None, a torch.device or a name like 'cpu', 'cuda', 'cuda:1'; got {device!r}"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here (torch.cuda.is_available() is False)")
+        raise ValueError(
+            f"device={str(device)!r} but no CUDA GPU is available here (torch.cuda.is_available() is False)"
+        )
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
@@ -69,7 +73,7 @@ def _numpy_to_tensor(torch, x: np.ndarray, model):
     return torch.from_numpy(x if x.flags.writeable else x.copy()).to(dtype)
 
 
-def prepare_x(torch, x, model, device) -> "torch.Tensor":
+def prepare_x(torch, x, model, device) -> torch.Tensor:
     """x as a floating tensor on the device, with its leading batch dimension checked."""
     if isinstance(x, np.ndarray):
         x = _numpy_to_tensor(torch, x, model)

@@ -64,9 +64,7 @@ def stream_seed(seed: int, index: int, purpose: int) -> int:
     numpy's SeedSequence (a well-mixed hash made for exactly this): streams of different
     examples, purposes or seeds are independent for every practical purpose.
     """
-    state = np.random.SeedSequence(entropy=seed, spawn_key=(index, purpose)).generate_state(
-        2, dtype=np.uint32
-    )
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(index, purpose)).generate_state(2, dtype=np.uint32)
     return (int(state[0]) | (int(state[1]) << 32)) & _MASK63
 
 
@@ -110,7 +108,7 @@ class NoiseSampler:
     def __init__(
         self,
         model: Callable,
-        x: "torch.Tensor",
+        x: torch.Tensor,
         *,
         sigma: float,
         batch_size: int,
@@ -173,9 +171,7 @@ class NoiseSampler:
                     start += size
                     rows -= size
                     continue
-                stream.leftover = self._draw(
-                    stream, example, torch.empty_like(buf[:size])
-                )
+                stream.leftover = self._draw(stream, example, torch.empty_like(buf[:size]))
             use = min(rows, stream.leftover.shape[0])
             buf[start : start + use].copy_(stream.leftover[:use])
             stream.leftover = stream.leftover[use:] if use < stream.leftover.shape[0] else None
@@ -194,9 +190,7 @@ class NoiseSampler:
     def _ensure_counts(self) -> None:
         width = self.num_classes + 1  # last column: samples with a non-finite output
         if self._counts is None:
-            self._counts = torch.zeros(
-                (max(64, self._next_row), width), dtype=torch.int64, device=self.x.device
-            )
+            self._counts = torch.zeros((max(64, self._next_row), width), dtype=torch.int64, device=self.x.device)
         elif self._counts.shape[0] < self._next_row:
             grown = torch.zeros(
                 (max(2 * self._counts.shape[0], self._next_row), width),
@@ -224,16 +218,11 @@ class NoiseSampler:
             if self.num_classes is None:
                 self.num_classes = width
             elif width > self.num_classes:
-                raise ValueError(
-                    f"num_classes={self.num_classes} is smaller than the model's output "
-                    f"width {width}"
-                )
+                raise ValueError(f"num_classes={self.num_classes} is smaller than the model's output width {width}")
             if self._on_num_classes is not None:
                 self._on_num_classes(self.num_classes)
         elif width != self._model_width:
-            raise ValueError(
-                f"the model's output width changed from {self._model_width} to {width}"
-            )
+            raise ValueError(f"the model's output width changed from {self._model_width} to {width}")
 
     def _forward(self, rows: int):
         try:
@@ -271,7 +260,7 @@ class NoiseSampler:
         # segment. No host round trip and no sync (torch.bincount syncs on CUDA: it reads
         # the largest label to size its output).
         if self._ones is None:
-            self._ones = torch.ones(self.batch_size, dtype=torch.int64, device=out.device)
+            self._ones = torch.ones(self._buf.shape[0], dtype=torch.int64, device=out.device)
         for row, a, b in segments:
             self._counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
 
@@ -326,9 +315,7 @@ class NoiseSampler:
                 where = f"example {example}"
                 if self.indices[example] != example:
                     where += f" (index {self.indices[example]})"
-                raise ValueError(
-                    f"the model's output is NaN or infinite on {bad} noisy sample(s) of {where}"
-                )
+                raise ValueError(f"the model's output is NaN or infinite on {bad} noisy sample(s) of {where}")
             result.append((tag, counts[:-1].copy()))
         return result
 
@@ -352,15 +339,16 @@ class NoiseSampler:
             is queued: see `_stage`).
         """
         if self._buf is None:
-            self._buf = torch.empty(
-                (self.batch_size, *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device
-            )
+            # No batch is larger than all the samples the streams hold: a huge batch_size on a
+            # small call allocates only what it can use (the batches themselves are the same).
+            rows = min(self.batch_size, self.x.shape[0] * sum(self.totals.values()))
+            self._buf = torch.empty((rows, *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device)
         pending = iter(enumerate(requests))
         current = None  # [tag, example, purpose, stream, rows left, counts row]
         staged = None  # requests finished in the previous batch, on their way to the host
         while True:
             filled, segments, finished = 0, [], []
-            while filled < self.batch_size:
+            while filled < self._buf.shape[0]:
                 if current is None:
                     nxt = next(pending, None)
                     if nxt is None:
@@ -374,7 +362,7 @@ class NoiseSampler:
                         )
                     current = [tag, example, purpose, stream, m, self._row()]
                 tag, example, purpose, stream, left, row = current
-                rows = min(self.batch_size - filled, left)
+                rows = min(self._buf.shape[0] - filled, left)
                 self._fill(stream, example, filled, rows)
                 segments.append((row, filled, filled + rows))
                 filled += rows
