@@ -6,6 +6,9 @@ from typing import List, Tuple
 import numpy as np
 import numpy.typing as npt
 
+# The extension exports exactly these (pyo3 sets its __all__ from the registered functions).
+__all__ = ["certify_counts", "count_labels", "clopper_pearson", "_mark_forked"]
+
 def certify_counts(
     counts: npt.NDArray[np.integer],
     labels: npt.NDArray[np.int64],
