@@ -76,8 +76,9 @@ def _certify_radius(label, probability_array, k, sigma, norm):
     probability_array[label] = -1
     sorted_index = np.argsort(probability_array)[::-1]
     sorted_probability_topk = probability_array[sorted_index[0:k]]
-    p_sk = np.zeros([k], dtype=float)
-    radius_array = np.zeros([k], dtype=float)
+    # Annotated: checked as Python 3.9, numpy's stubs give zeros(..., dtype=float) no usable type.
+    p_sk: np.ndarray = np.zeros([k], dtype=float)
+    radius_array: np.ndarray = np.zeros([k], dtype=float)
     for i in np.arange(sorted_probability_topk.shape[0]):
         p_sk[0 : i + 1] += sorted_probability_topk[i]
     # p_sk[i] is the sum of the k - i smallest of the top k: t = k - i.

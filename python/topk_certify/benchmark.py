@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -160,7 +160,7 @@ def run_benchmark(
     seconds, radii = _timed_certify(counts, labels, [k], sigma, alpha, threads, repeat)
     radii = radii[:, 0]
     us = seconds / rows * 1e6
-    fields = dict(
+    report = BenchmarkReport(
         num_classes=num_classes,
         k=k,
         n=n,
@@ -176,34 +176,52 @@ def run_benchmark(
         examples_per_second=1e6 / us,
         certified_fraction=float(np.count_nonzero(radii > 0)) / rows,
     )
+    return _with_baseline(report, counts, labels, radii, baseline_rows, baseline_seconds)
 
-    notes = []
+
+def _with_baseline(
+    report: BenchmarkReport,
+    counts: np.ndarray,
+    labels: np.ndarray,
+    radii: np.ndarray,
+    baseline_rows: int,
+    baseline_seconds: Optional[float],
+) -> BenchmarkReport:
+    """`report` with the paper's algorithm timed and compared on the first `baseline_rows`
+    rows, or with a note saying why it did not run."""
     if baseline_rows == 0:
-        notes.append("baseline_rows = 0: the paper's algorithm was not run, so there is no ratio")
-        return BenchmarkReport(**fields, notes=tuple(notes))
+        return replace(report, notes=("baseline_rows = 0: the paper's algorithm was not run, so there is no ratio",))
     try:
         from . import _paper_baseline
 
         _paper_baseline.scipy_stats()
     except ImportError as exc:
-        notes.append(f"scipy is not importable ({exc}): the paper's algorithm was not run, so there is no ratio")
-        return BenchmarkReport(**fields, notes=tuple(notes))
+        note = f"scipy is not importable ({exc}): the paper's algorithm was not run, so there is no ratio"
+        return replace(report, notes=(note,))
 
+    notes = []
+    rows = report.rows
     take = min(baseline_rows, rows)
     if take < baseline_rows:
         notes.append(f"the baseline ran on all {rows:,} rows (baseline_rows = {baseline_rows:,} is more)")
     base_radii, base_seconds = _time_baseline(
-        _paper_baseline.paper_radius, counts[:take], labels[:take], k, sigma, alpha, baseline_seconds
+        _paper_baseline.paper_radius,
+        counts[:take],
+        labels[:take],
+        report.k,
+        report.sigma,
+        report.alpha,
+        baseline_seconds,
     )
     if len(base_radii) < take:
         notes.append(f"the baseline stopped after {len(base_radii):,} rows (baseline_seconds = {baseline_seconds:g})")
     base_us = base_seconds / len(base_radii) * 1e6
     max_dev, bad = check_agreement(radii[: len(base_radii)], base_radii)
-    return BenchmarkReport(
-        **fields,
+    return replace(
+        report,
         baseline_rows=len(base_radii),
         baseline_us_per_example=base_us,
-        ratio=base_us / us,
+        ratio=base_us / report.us_per_example,
         max_deviation=max_dev,
         disagreements=bad,
         notes=tuple(notes),
@@ -269,7 +287,15 @@ def check_agreement(ours: np.ndarray, baseline: np.ndarray) -> Tuple[float, int]
 # ----------------------------------------------------------------------------------------
 
 
-def _timed_certify(counts, labels, ks, sigma, alpha, threads, repeat=5) -> Tuple[float, np.ndarray]:
+def _timed_certify(
+    counts: np.ndarray,
+    labels: np.ndarray,
+    ks: List[int],
+    sigma: float,
+    alpha: float,
+    threads: Optional[int],
+    repeat: int = 5,
+) -> Tuple[float, np.ndarray]:
     """(best seconds of `repeat` certify_counts calls on all rows after a warm-up, radii (E, len(ks)))
     in a rayon pool of `threads` threads (None: this process's pool)."""
     if threads is None:
@@ -277,7 +303,9 @@ def _timed_certify(counts, labels, ks, sigma, alpha, threads, repeat=5) -> Tuple
     return _time_in_child(counts, labels, ks, sigma, alpha, threads, repeat)
 
 
-def _time_here(counts, labels, ks, sigma, alpha, repeat) -> Tuple[float, np.ndarray]:
+def _time_here(
+    counts: np.ndarray, labels: np.ndarray, ks: List[int], sigma: float, alpha: float, repeat: int
+) -> Tuple[float, np.ndarray]:
     from .stats import certify_counts
 
     warm = min(len(labels), WARMUP_ROWS)
@@ -287,10 +315,13 @@ def _time_here(counts, labels, ks, sigma, alpha, repeat) -> Tuple[float, np.ndar
         start = time.perf_counter()
         radii = certify_counts(counts, labels, k=ks, sigma=sigma, alpha=alpha, bound=BOUND)
         best = min(best, time.perf_counter() - start)
+    assert radii is not None  # repeat >= 1: run_benchmark checks it, the child gets it from there
     return best, radii
 
 
-def _time_in_child(counts, labels, ks, sigma, alpha, threads, repeat) -> Tuple[float, np.ndarray]:
+def _time_in_child(
+    counts: np.ndarray, labels: np.ndarray, ks: List[int], sigma: float, alpha: float, threads: int, repeat: int
+) -> Tuple[float, np.ndarray]:
     """_time_here in a new interpreter whose rayon pool has `threads` threads."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
@@ -320,7 +351,15 @@ def _child_main(job_json: str) -> None:
     print(json.dumps({"seconds": seconds}))
 
 
-def _time_baseline(paper_radius, counts, labels, k, sigma, alpha, budget_s) -> Tuple[np.ndarray, float]:
+def _time_baseline(
+    paper_radius: Callable[[np.ndarray, Any, int, float, float], float],
+    counts: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    sigma: float,
+    alpha: float,
+    budget_s: Optional[float],
+) -> Tuple[np.ndarray, float]:
     """(the baseline's radii, its total seconds) row by row, after one untimed warm-up row."""
     paper_radius(counts[0], labels[0], k, sigma, alpha)
     radii = []
@@ -373,7 +412,7 @@ def _check_int(
     return int(value)
 
 
-def _check_real(name: str, value: Any, allowed: str, ok) -> float:
+def _check_real(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
     number = float(value)
