@@ -9,6 +9,7 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -25,9 +26,10 @@ SHAPE = (3, 32, 32)
 class Cifar10Source(DataSource):
     def __init__(self, name: str, pixels: np.ndarray, labels: np.ndarray):
         super().__init__(name, labels, SHAPE, np.float32)
-        self._pixels = pixels
+        self._pixels: Optional[np.ndarray] = pixels  # None once closed
 
     def _read(self, index: np.ndarray) -> np.ndarray:
+        assert self._pixels is not None, "read after close"
         # As torchvision's CIFAR10 + ToTensor: rows reshaped (3, 32, 32), divided by 255.
         return self._pixels[index].reshape(-1, *SHAPE).astype(np.float32) / np.float32(255)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -76,9 +76,10 @@ class ArraySource(DataSource):
     def __init__(self, name: str, x: np.ndarray, labels: np.ndarray):
         dtype = x.dtype.newbyteorder("=")  # big-endian files come back native
         super().__init__(name, labels, x.shape[1:], dtype)
-        self._x = x
+        self._x: Optional[np.ndarray] = x  # None once closed
 
     def _read(self, index: np.ndarray) -> np.ndarray:
+        assert self._x is not None, "read after close"
         return np.array(self._x[index], dtype=self.dtype)
 
     def close(self) -> None:
