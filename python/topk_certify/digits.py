@@ -86,7 +86,8 @@ def load_digits_split(seed: int = 0, test_size: int = TEST_SIZE):
 def _build_model(torch, mean: float, std: float, hidden: int = HIDDEN):
     nn = torch.nn
 
-    class Normalize(nn.Module):
+    # The base spelled out: mypy takes no local alias (nn) as a base class.
+    class Normalize(torch.nn.Module):
         """(x - mean) / std, inside the model: the noise is added to the [0, 1] image."""
 
         def __init__(self):
@@ -191,7 +192,7 @@ def prepare_model(out_dir: str, settings: DemoSettings, *, fresh: bool = False, 
                 x_test, y_test = archive["x"], archive["y"]
         except (RuntimeError, ValueError, OSError, KeyError):
             cached = False  # a damaged cache: train again
-    if cached:
+    if cached and info is not None:  # cached implies info; said again for mypy
         log(
             f"using the cached model {model_path} (trained with sigma={settings.sigma}; "
             f"accuracy on the held-out digits: {100 * info['clean_accuracy']:.1f}% clean, "
