@@ -24,7 +24,7 @@ its functions, so that `import topk_certify` works without torch.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ ESTIMATE = 1  # the n samples whose counts give the bounds
 
 _MASK63 = (1 << 63) - 1
 _FAILED_BATCH = "_topk_certify_batch_rows"
+
+# What `_stage` hands `_finish`: the finished (tag, example, counts row) requests, their counts
+# on their way to the host, and the CUDA event that marks the copy (None off CUDA).
+_Staged = Tuple[List[Tuple[int, int, int]], torch.Tensor, Optional[torch.cuda.Event]]
 
 
 def _mark_model_failure(exc: BaseException, rows: int) -> None:
@@ -84,6 +88,19 @@ class _Stream:
         return self.undrawn + (0 if self.leftover is None else self.leftover.shape[0])
 
 
+class _Request:
+    """A request being packed into batches: the samples of its stream still to place."""
+
+    __slots__ = ("tag", "example", "stream", "left", "row")
+
+    def __init__(self, tag: int, example: int, stream: _Stream, left: int, row: int):
+        self.tag = tag  # its ordinal in the requests
+        self.example = example
+        self.stream = stream
+        self.left = left  # samples not yet placed in a batch
+        self.row = row  # its row of the counts table
+
+
 class NoiseSampler:
     """Counts the base classifier's labels on x + N(0, sigma^2 I), in packed forward batches.
 
@@ -128,10 +145,10 @@ class NoiseSampler:
         self.num_classes = num_classes
         self._on_num_classes = on_num_classes
         self._model_width: Optional[int] = None
-        self._streams: dict = {}
+        self._streams: Dict[Tuple[int, int], _Stream] = {}
         self._buf: Optional[torch.Tensor] = None
         self._counts: Optional[torch.Tensor] = None  # (rows, C + 1) int64 on the device
-        self._free_rows: list = []
+        self._free_rows: List[int] = []
         self._next_row = 0
         self._ones: Optional[torch.Tensor] = None
         self.forward_rows = 0
@@ -162,6 +179,7 @@ class NoiseSampler:
     def _fill(self, stream: _Stream, example: int, start: int, rows: int) -> None:
         """Write the stream's next `rows` samples into the batch buffer at `start`."""
         buf = self._buf
+        assert buf is not None  # run allocates it before the first batch
         while rows:
             if stream.leftover is None:
                 size = min(stream.block, stream.undrawn)
@@ -187,8 +205,8 @@ class NoiseSampler:
         self._next_row += 1
         return self._next_row - 1
 
-    def _ensure_counts(self) -> None:
-        width = self.num_classes + 1  # last column: samples with a non-finite output
+    def _ensure_counts(self, width: int) -> torch.Tensor:
+        """The counts table, `width` columns, with a row for every request handed one."""
         if self._counts is None:
             self._counts = torch.zeros((max(64, self._next_row), width), dtype=torch.int64, device=self.x.device)
         elif self._counts.shape[0] < self._next_row:
@@ -199,6 +217,7 @@ class NoiseSampler:
             )
             grown[: self._counts.shape[0]] = self._counts
             self._counts = grown
+        return self._counts
 
     def _check_output(self, out, rows: int) -> None:
         if not isinstance(out, torch.Tensor):
@@ -225,6 +244,7 @@ class NoiseSampler:
             raise ValueError(f"the model's output width changed from {self._model_width} to {width}")
 
     def _forward(self, rows: int):
+        assert self._buf is not None  # run allocates it before the first batch
         try:
             return self.model(self._buf[:rows])
         except Exception as exc:
@@ -233,11 +253,13 @@ class NoiseSampler:
             _mark_model_failure(exc, rows)
             raise
 
-    def _forward_and_count(self, rows: int, segments: list) -> None:
+    def _forward_and_count(self, rows: int, segments: List[Tuple[int, int, int]]) -> None:
         out = self._forward(rows)
         self._check_output(out, rows)
+        assert self.num_classes is not None and self._buf is not None  # set by _check_output and run
+        width = self.num_classes + 1  # last column: samples with a non-finite output
         self.forward_rows += rows
-        self._ensure_counts()
+        counts = self._ensure_counts(width)
         labels = out.argmax(1)  # ties: the lowest index
         # Rows with a NaN or infinite logit go to the extra column; reported per example
         # when its counts come back, so the device is never synchronized per batch.
@@ -249,12 +271,11 @@ class NoiseSampler:
             # 30 us for an index_add_ per segment and 47 us for a torch.bincount per
             # segment; in one segment all three take 4-5 us. Either way it is noise next to
             # a forward pass of a CNN, but it matters for tiny models.
-            width = self.num_classes + 1
             lengths = [b - a for _, a, b in segments]
             flat = labels.numpy() + np.repeat(np.arange(len(segments)) * width, lengths)
             per_segment = count_labels(flat, len(segments) * width)
             rows_of = [row for row, _, _ in segments]  # distinct: one segment per request
-            self._counts.numpy()[rows_of] += per_segment.reshape(len(segments), width)
+            counts.numpy()[rows_of] += per_segment.reshape(len(segments), width)
             return
         # On an accelerator: count on the device, one index_add_ per (request, batch)
         # segment. No host round trip and no sync (torch.bincount syncs on CUDA: it reads
@@ -262,13 +283,14 @@ class NoiseSampler:
         if self._ones is None:
             self._ones = torch.ones(self._buf.shape[0], dtype=torch.int64, device=out.device)
         for row, a, b in segments:
-            self._counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
+            counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
 
     def _explain_dtype(self, exc: Exception) -> None:
         """On the first forward pass, an input of another dtype than the model's parameters
         (float64 data into a float32 model, say) fails: say so plainly."""
         params = getattr(self.model, "parameters", None)
         dtypes = {p.dtype for p in params() if p.is_floating_point()} if callable(params) else set()
+        assert self._buf is not None  # the batch that failed
         if isinstance(exc, RuntimeError) and dtypes and self._buf.dtype not in dtypes:
             names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
             have = str(self._buf.dtype).replace("torch.", "")
@@ -279,7 +301,7 @@ class NoiseSampler:
                 "or convert the model"
             ) from exc
 
-    def _stage(self, done: list):
+    def _stage(self, done: List[Tuple[int, int, int]]) -> Optional[_Staged]:
         """Start bringing the counts of requests finished in this batch to the host.
 
         On CUDA the copy is queued (into pinned memory) behind this batch and an event
@@ -289,10 +311,12 @@ class NoiseSampler:
         """
         if not done:
             return None
+        counts = self._counts
+        assert counts is not None  # a request finished, so a batch was counted
         rows = [row for _, _, row in done]
-        stacked = torch.stack([self._counts[r] for r in rows])
+        stacked = torch.stack([counts[r] for r in rows])
         for r in rows:
-            self._counts[r].zero_()
+            counts[r].zero_()
         self._free_rows.extend(rows)
         if stacked.device.type == "cuda":
             host = stacked.to("cpu", non_blocking=True)
@@ -301,7 +325,7 @@ class NoiseSampler:
             return done, host, event
         return done, stacked.cpu(), None
 
-    def _finish(self, staged) -> list:
+    def _finish(self, staged: Optional[_Staged]) -> List[Tuple[int, np.ndarray]]:
         """(tag, counts) of staged requests; an error if an example saw non-finite outputs."""
         if staged is None:
             return []
@@ -343,12 +367,15 @@ class NoiseSampler:
             # small call allocates only what it can use (the batches themselves are the same).
             rows = min(self.batch_size, self.x.shape[0] * sum(self.totals.values()))
             self._buf = torch.empty((rows, *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device)
+        buf = self._buf
         pending = iter(enumerate(requests))
-        current = None  # [tag, example, purpose, stream, rows left, counts row]
-        staged = None  # requests finished in the previous batch, on their way to the host
+        current: Optional[_Request] = None
+        staged: Optional[_Staged] = None  # requests finished in the previous batch, on their way to the host
         while True:
-            filled, segments, finished = 0, [], []
-            while filled < self._buf.shape[0]:
+            filled = 0
+            segments: List[Tuple[int, int, int]] = []  # (counts row, first, end) in the batch
+            finished: List[Tuple[int, int, int]] = []  # (tag, example, counts row)
+            while filled < buf.shape[0]:
                 if current is None:
                     nxt = next(pending, None)
                     if nxt is None:
@@ -360,17 +387,16 @@ class NoiseSampler:
                             f"request for {m} samples of example {example}, purpose {purpose}: "
                             f"the stream has {stream.available()} left"
                         )
-                    current = [tag, example, purpose, stream, m, self._row()]
-                tag, example, purpose, stream, left, row = current
-                rows = min(self._buf.shape[0] - filled, left)
-                self._fill(stream, example, filled, rows)
-                segments.append((row, filled, filled + rows))
+                    current = _Request(tag, example, stream, m, self._row())
+                rows = min(buf.shape[0] - filled, current.left)
+                self._fill(current.stream, current.example, filled, rows)
+                segments.append((current.row, filled, filled + rows))
                 filled += rows
-                current[4] = left - rows
-                if current[4] == 0:
-                    if stream.available() == 0:  # exhausted: free its generator, but keep
-                        stream.generator = None  # the stream so it is never drawn again
-                    finished.append((tag, example, row))
+                current.left -= rows
+                if current.left == 0:
+                    if current.stream.available() == 0:  # exhausted: free its generator, but keep
+                        current.stream.generator = None  # the stream so it is never drawn again
+                    finished.append((current.tag, current.example, current.row))
                     current = None
             if filled == 0:
                 break
