@@ -37,3 +37,31 @@ not_a_model = 42
 
 def broken_factory():
     raise RuntimeError("cannot build the model")
+
+
+class FailsOnFullBatch(Linear):
+    """Passes the one-input probe, then fails on a full batch (as a model out of memory does)."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return super().forward(x)
+
+
+class BoolLogits(Linear):
+    def forward(self, x):
+        return super().forward(x) > 0
+
+
+def on_meta_device():
+    with torch.device("meta"):
+        return Linear()
+
+
+class FailsOnRankOne(Linear):
+    """Under torchrun, rank 1 fails on its first full batch (rank 0 and the probe pass)."""
+
+    def forward(self, x):
+        if x.shape[0] > 1 and os.environ.get("RANK") == "1":
+            raise RuntimeError("device-side assert triggered on rank 1")
+        return super().forward(x)

@@ -147,3 +147,30 @@ def test_shard_partitions_the_examples():
             assert sorted(i for p in parts for i in p) == list(range(23))
     with pytest.raises(ValueError):
         shard([1, 2], 2, 2)
+
+
+def _our_lines(err: str):
+    return [line for line in err.splitlines() if line.startswith("topk-certify: error:")]
+
+
+@pytest.mark.parametrize("case", ["output_exists", "model_fails_on_rank_one"])
+def test_an_error_on_one_rank_ends_every_rank_quickly_with_one_line(tmp_path, data, case):
+    out = tmp_path / "out.tsv"
+    model = "linear"
+    if case == "output_exists":
+        out.write_text("precious\n")
+    else:
+        model = "FailsOnRankOne"
+    start = time.time()
+    run = torchrun("-m", "topk_certify", "certify", "--model", f"{MODELS}:{model}", "--data", data, *ARGS, "-o", out,
+                   timeout=120)
+    elapsed = time.time() - start
+    assert run.returncode != 0
+    assert elapsed < 30, f"took {elapsed:.0f} s"
+    lines = _our_lines(run.stderr)
+    assert len(lines) == 1, run.stderr[-3000:]
+    if case == "output_exists":
+        assert "already exists" in lines[0] and out.read_text() == "precious\n"
+    else:
+        assert "rank 1" in lines[0] and "the model failed on a batch" in lines[0]
+        assert "exitcode" not in lines[0]

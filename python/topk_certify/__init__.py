@@ -4,12 +4,14 @@ Jia, Cao, Wang, Gong, "Certified Robustness for Top-k Predictions against Advers
 Perturbations via Randomized Smoothing", ICLR 2020. The statistics (counting, Clopper-Pearson
 bounds, the tight top-k radius) run in a Rust extension; the sampling front
 (`sample_counts`, `certify_batch`) needs PyTorch, imported only when those are called.
+
+The names below load on first use, so that the command line starts (and answers Ctrl-C)
+before numpy and the extension are imported.
 """
 
+from typing import TYPE_CHECKING, Any, List
+
 from ._version import __version__
-from .result import CertifyResult
-from .smoothing import certify_batch, sample_counts
-from .stats import certify_counts, clopper_pearson, count_labels
 
 __all__ = [
     "__version__",
@@ -20,3 +22,32 @@ __all__ = [
     "count_labels",
     "sample_counts",
 ]
+
+_HOMES = {
+    "CertifyResult": "result",
+    "certify_batch": "smoothing",
+    "sample_counts": "smoothing",
+    "certify_counts": "stats",
+    "clopper_pearson": "stats",
+    "count_labels": "stats",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import CertifyResult
+    from .smoothing import certify_batch, sample_counts
+    from .stats import certify_counts, clopper_pearson, count_labels
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'topk_certify' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,11 +25,17 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
+INT64_LIMIT = 2**63
+
+
+def check_int(name: str, value: Any, minimum: int, below: int = INT64_LIMIT) -> int:
+    """An int in [minimum, below): counts of samples beyond 64 bits would never finish."""
     if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if value >= below:
+        raise ValueError(f"{name} must be below 2**63, got {value}")
     return int(value)
 
 

@@ -18,6 +18,13 @@ def register(sub) -> None:
         "written as it finishes: idx, label, radius@K for each K, [n,] time. "
         "Run under `torchrun --nproc-per-node N -m topk_certify certify ...` to share the work.",
     )
+    _what_flags(p)
+    _sampling_flags(p)
+    _file_flags(p)
+    p.set_defaults(handler=run)
+
+
+def _what_flags(p) -> None:
     p.add_argument(
         "--model",
         required=True,
@@ -32,6 +39,23 @@ def register(sub) -> None:
         help="cifar10:ROOT (the CIFAR-10 test split in torchvision's folder), imagenet:DIR (an ImageFolder "
         "of the validation set), an .npz with arrays x (E, ...) and y (E,), or a .pt dict of tensors x and y",
     )
+    p.add_argument(
+        "--skip",
+        type=int,
+        default=1,
+        metavar="N",
+        help="certify every N-th example (idx 0, N, 2N, ...; default 1), as Cohen et al.'s certify.py",
+    )
+    p.add_argument(
+        "--max",
+        type=int,
+        default=-1,
+        metavar="M",
+        help="stop at idx M (examples with idx < M; default -1: all), as Cohen et al.'s certify.py",
+    )
+
+
+def _sampling_flags(p) -> None:
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise level")
     p.add_argument(
         "--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)"
@@ -55,6 +79,21 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="makes the noise, and so the results, reproducible")
     p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="stop sampling an example once more samples cannot change its outcome at --radii",
+    )
+    p.add_argument(
+        "--radii",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="radii the adaptive run must decide (default: multiples of 0.25)",
+    )
+
+
+def _file_flags(p) -> None:
+    p.add_argument(
         "--device",
         default="auto",
         help="auto, cpu, cuda or cuda:N (default auto; under torchrun each rank uses cuda:LOCAL_RANK)",
@@ -67,19 +106,6 @@ def register(sub) -> None:
         "--resume", action="store_true", help="continue a run that was stopped: keep its rows, append the rest"
     )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default on)")
-    p.add_argument(
-        "--adaptive",
-        action="store_true",
-        help="stop sampling an example once more samples cannot change its outcome at --radii",
-    )
-    p.add_argument(
-        "--radii",
-        type=float,
-        nargs="+",
-        metavar="R",
-        help="radii the adaptive run must decide (default: multiples of 0.25)",
-    )
-    p.set_defaults(handler=run)
 
 
 def settings_from(args: argparse.Namespace) -> CertifySettings:
@@ -101,6 +127,17 @@ def settings_from(args: argparse.Namespace) -> CertifySettings:
         )
     except (TypeError, ValueError) as exc:
         raise CliError(_flag_names(str(exc))) from None
+
+
+def selection(skip: int, limit: int, num_examples: int) -> range:
+    """idx 0, skip, 2 skip, ... below `limit` (-1: no limit): Cohen et al.'s --skip/--max, where
+    idx stays the example's index in the whole data set."""
+    if skip < 1:
+        raise CliError(f"--skip must be at least 1, got {skip}")
+    if limit < -1:
+        raise CliError(f"--max must be -1 (all examples) or an idx >= 0, got {limit}")
+    end = num_examples if limit == -1 else min(limit, num_examples)
+    return range(0, end, skip)
 
 
 def _flag_names(message: str) -> str:
@@ -154,10 +191,12 @@ def run(args: argparse.Namespace) -> None:
     except ImportError:
         raise CliError("certify needs PyTorch: pip install 'topk-certify[torch]'") from None
     settings = settings_from(args)
+    selection(args.skip, args.max, 0)  # the flags checked before anything is loaded
     ctx = distributed.context()
     failed = True
     try:
         device, source, model = ctx.together(lambda: _load(args, torch, ctx))
+        describe = {"model": args.model, "data": args.data, "skip": args.skip, "max": args.max}
         run_certify(
             model,
             source,
@@ -166,8 +205,9 @@ def run(args: argparse.Namespace) -> None:
             device=device,
             counts=args.counts,
             resume=args.resume,
+            selection=selection(args.skip, args.max, len(source)),
             progress=args.progress,
-            describe={"model": args.model, "data": args.data},
+            describe=describe,
         )
         failed = False
     finally:

@@ -64,6 +64,22 @@ def _check_against_model(settings: CertifySettings, labels: np.ndarray, num_clas
         resolve_radii(s.radii, n=s.n, num_classes=num_classes, ks=s.ks, sigma=s.sigma, alpha=s.alpha, bound=s.bound)
 
 
+SCAN_BYTES = 1 << 26  # examples read per step when checking the data before the run
+
+
+def _check_finite(source, selected: List[int]) -> None:
+    """Every selected example finite, before a file is written (image sources are finite by
+    construction: 8-bit pixels scaled to [0, 1])."""
+    if getattr(source, "finite_by_construction", False) or not selected:
+        return
+    step = max(1, SCAN_BYTES // max(1, int(np.prod(source.sample_shape)) * source.dtype.itemsize))
+    for start in range(0, len(selected), step):
+        chunk = selected[start : start + step]
+        finite = np.isfinite(source.read(chunk).reshape(len(chunk), -1)).all(axis=1)
+        if not finite.all():
+            raise CliError(f"example {chunk[int(np.argmin(finite))]} of {source.name} holds NaN or infinite values")
+
+
 def _meta(settings: CertifySettings, source, num_classes: int, counts: Optional[str], describe) -> Dict[str, object]:
     s = settings
     meta: Dict[str, object] = {
@@ -121,6 +137,7 @@ def run_certify(
         first = prepare_x(torch, source.read(selected[:1]), model, dev) if selected else None
         num_classes = _probe_num_classes(torch, model, first) if first is not None else settings.num_classes or 2
         _check_against_model(settings, source.labels, num_classes)
+        _check_finite(source, selected)
         return dev, _open_files(settings, source, num_classes, out=out, counts=counts, resume=resume, describe=describe)
 
     dev, files = ctx.together(check)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Optional, Sequence
 
+from ..distributed import AgreedError, world_size_from_env
 from . import analyze, bench, certify, demo, radius
 from .args import Parser
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, first_line
+
+DEBUG_ENV = "TOPK_CERTIFY_DEBUG"
 
 
 def build_parser() -> Parser:
@@ -37,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args) -> int:
     try:
         args.handler(args)
-    except (CliError, ValueError, TypeError) as exc:
+    except (CliError, ValueError, TypeError, AgreedError) as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
@@ -46,10 +50,17 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         hint = "; rerun with --resume to continue" if args.command == "certify" else ""
         return fail(f"interrupted{hint}", EXIT_INTERRUPTED)
+    except Exception as exc:  # anything else still ends as one line (DEBUG_ENV=1: the traceback)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        return fail(f"{type(exc).__name__}: {first_line(exc)}")
     return 0
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
+    """Prints the one line (under torchrun only on rank 0: every rank has agreed on the error)."""
+    if world_size_from_env() > 1 and os.environ.get("RANK", "0") != "0":
+        return code
     first = " ".join(message.split("\n")).strip() or "error"
     sys.stderr.write(f"topk-certify: error: {first}\n")
     sys.stderr.flush()

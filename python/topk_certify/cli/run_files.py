@@ -32,6 +32,9 @@ class RunFiles:
     def check_paths(self) -> None:
         if self.counts is not None and same_file(self.counts.path, self.out):
             raise CliError(f"--counts and -o name the same file ({self.out}): give the counts their own file")
+        for flag, path in (("-o", self.out), ("--counts", None if self.counts is None else self.counts.path)):
+            if path is not None and os.path.exists(path) and not os.path.isfile(path):
+                raise CliError(f"{flag} {path} is not a regular file: choose a file path for the run to own")
 
     def open(self, resume: bool) -> Set[int]:
         """Locks OUT, checks every file, then creates or continues them. Returns the idx of
@@ -67,20 +70,25 @@ class RunFiles:
         return done
 
     def _create(self) -> None:
-        if self.counts is not None and os.path.exists(self.counts.path):
+        leftover = self.counts is not None and os.path.exists(self.counts.path)
+        if leftover and not self.counts.is_unstarted():
             raise CliError(
                 f"--counts {self.counts.path} already exists and {self.out} does not: choose another --counts file "
                 "(an existing one is only continued, with --resume, beside its own output)"
             )
-        # The counts file first: if it cannot be written, no OUT is left behind.
+        # Meta, counts, OUT, in this order: a kill at any moment leaves either no OUT (a
+        # rerun starts afresh, taking over a counts file holding only this run's header) or
+        # an OUT whose meta is there (a rerun resumes). If a file cannot be written, no OUT
+        # is left behind.
         created: List[str] = []
         try:
+            table.write_meta(self.out, self.meta)
+            created.append(table.meta_path(self.out))
             if self.counts is not None:
-                self.counts.create()
+                self.counts.create(replace=leftover)
                 created.append(self.counts.path)
             self.table.create()
             created.append(self.out)
-            table.write_meta(self.out, self.meta)
         except BaseException:
             self.close()
             for path in created:

@@ -12,6 +12,7 @@ def replace_atomically(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
@@ -22,6 +23,16 @@ def replace_atomically(path: str, data: bytes) -> None:
             os.remove(tmp)
         raise
     _sync_folder(folder)
+
+
+def _mode_for(path: str) -> int:
+    """The replaced file's permissions, or a new file's (what open() would give)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text_atomically(path: str, text: str) -> None:

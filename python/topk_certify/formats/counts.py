@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .appending import AppendFile
 from .atomic import replace_atomically
 from .errors import FormatError
 
@@ -125,13 +126,18 @@ class CountsWriter:
         self.header = format_header(**fields)
         self.fields = {key: str(value) for key, value in fields.items()}
         self._keep: Optional[List[str]] = None
-        self._handle = None
+        self._file = AppendFile(path)
 
     def check_resumable(self, expected: Sequence[Tuple[int, Optional[int]]]) -> None:
         """Checks, reading only, that the file is this run's and holds a line for each OUT row:
         `expected` gives each row's (label, samples used; None = the run's fixed n)."""
         lines = _read_lines(self.path)
         torn = lines.pop() != ""  # the last line has no newline: an interrupted write
+        if not lines or not lines[0].startswith(HEADER_PREFIX):
+            raise CountsFileError(
+                f"--counts {self.path} does not start with a '{HEADER_PREFIX}' header: it is not this run's counts "
+                "file; choose another --counts file"
+            )
         rows, meta = _parse(self.path, lines)
         if meta != self.fields:
             what = "has no topk-certify header" if not meta else f"was written with {meta}"
@@ -157,13 +163,25 @@ class CountsWriter:
         if torn or len(body) != len(expected):
             self._keep = [line for line in lines if line.startswith("#")] + body[: len(expected)]
 
-    def create(self) -> None:
+    def is_unstarted(self) -> bool:
+        """Whether the file holds this run's header (or a part of it) and nothing else, what a
+        run killed while creating its files leaves: no data, so a fresh start may replace it."""
         try:
-            self._handle = open(self.path, "x", encoding="utf-8")
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read(len(self.header) + 1)
+        except (OSError, UnicodeDecodeError):
+            return False
+        return self.header.startswith(text)
+
+    def create(self, replace: bool = False) -> None:
+        if replace:  # an unstarted file of this run (is_unstarted): written over atomically
+            replace_atomically(self.path, self.header.encode("utf-8"))
+            self._file.open(exclusive=False)
+            return
+        try:
+            self._file.open(exclusive=True)
         except FileExistsError:
             raise CountsFileError(f"--counts {self.path} already exists: choose another --counts file") from None
-        except OSError as exc:
-            raise CountsFileError(f"cannot write {self.path}: {exc.strerror}") from None
         self.append(self.header)
 
     def reopen(self) -> None:
@@ -171,14 +189,10 @@ class CountsWriter:
         holds lines beyond the output's rows)."""
         if self._keep is not None:
             replace_atomically(self.path, "".join(line + "\n" for line in self._keep).encode("utf-8"))
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._file.open(exclusive=False)
 
     def append(self, line: str) -> None:
-        assert self._handle is not None
-        self._handle.write(line)
-        self._handle.flush()
+        self._file.write_line(line)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._file.close()

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from .appending import AppendFile
 from .atomic import replace_atomically, write_text_atomically
 from .errors import FormatError
 
@@ -57,7 +58,10 @@ def read_meta(out: str) -> Optional[Dict[str, object]]:
 
 
 def write_meta(out: str, settings: Dict[str, object]) -> None:
-    write_text_atomically(meta_path(out), json.dumps(settings, indent=1, sort_keys=True))
+    try:
+        write_text_atomically(meta_path(out), json.dumps(settings, indent=1, sort_keys=True))
+    except OSError as exc:
+        raise FormatError(f"cannot write {meta_path(out)}: {exc.strerror}") from None
 
 
 def check_meta(out: str, settings: Dict[str, object]) -> None:
@@ -113,13 +117,15 @@ class TableWriter:
     def __init__(self, path: str, header: Sequence[str]):
         self.path = path
         self.header = list(header)
-        self._handle = None
+        self._file = AppendFile(path)
 
     def existing_rows(self) -> Tuple[List[List[str]], bool]:
         """(rows already in the file, whether it ends in a torn line); checks the header.
         Nothing is written."""
         lines, torn = read_complete_lines(self.path)
         if not lines:
+            if self._is_torn_header():  # a kill while the header was written
+                return [], True
             raise FormatError(f"{self.path} has no header line: it is not a certify run's output; choose another -o")
         found = lines[0].split("\t")
         if found != self.header:
@@ -137,34 +143,32 @@ class TableWriter:
             rows.append(cells)
         return rows, torn
 
+    def _is_torn_header(self) -> bool:
+        with open(self.path, "rb") as handle:
+            data = handle.read(4096)
+        return ("\t".join(self.header) + "\n").encode("utf-8").startswith(data)
+
     def create(self) -> None:
         """A new file holding the header; refused if the file appeared meanwhile."""
         try:
-            self._handle = open(self.path, "x", encoding="utf-8")
+            self._file.open(exclusive=True)
         except FileExistsError:
             raise FormatError(
                 f"{self.path} already exists: pass --resume to continue that run, or choose another -o"
             ) from None
-        except OSError as exc:
-            raise FormatError(f"cannot write {self.path}: {exc.strerror}") from None
         self.append(self.header)
 
     def reopen(self, rows: List[List[str]], torn: bool) -> None:
         """Continues the existing file after its `rows` (dropping a torn last line first)."""
         if torn:
             drop_torn_line(self.path, ["\t".join(self.header)] + ["\t".join(row) for row in rows])
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._file.open(exclusive=False)
 
     def append(self, cells: Sequence[str]) -> None:
-        # One write per line and a flush: a kill leaves at most one torn line.
-        assert self._handle is not None
-        self._handle.write("\t".join(cells) + "\n")
-        self._handle.flush()
+        self._file.write_line("\t".join(cells) + "\n")
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._file.close()
 
 
 # -- reading for analysis -------------------------------------------------------------------

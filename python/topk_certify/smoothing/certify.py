@@ -13,7 +13,7 @@ from .._checks import first_out_of_range, validate_k
 from ..result import CertifyResult
 from ..settings import CertifySettings
 from ..stats import certify_counts
-from .inputs import check_indices, check_labels, eval_mode, import_torch, prepare_x, resolve_device
+from .inputs import check_finite, check_indices, check_labels, eval_mode, import_torch, prepare_x, resolve_device
 from .progress import samples_bar, tqdm_class
 
 
@@ -107,13 +107,14 @@ def count_plan(torch, model, sampler, plan: Sequence[Tuple[int, int]], progress:
 
 
 def prepare(model, x, labels, settings: CertifySettings, device, indices):
-    """(torch, device, x on it, indices, labels or None): everything checked before sampling."""
+    """(torch, x on the device, indices, labels or None): everything checked before sampling."""
     torch = import_torch()
     if settings.progress:
         tqdm_class()  # checked now, not after the sampling
     device = resolve_device(torch, model, device)
     x = prepare_x(torch, x, model, device)
     indices = check_indices(indices, x.shape[0])
+    check_finite(torch, x, indices)
     if labels is not None:
         labels = check_labels(labels, x.shape[0])
     return torch, x, indices, labels

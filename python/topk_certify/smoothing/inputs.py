@@ -90,6 +90,15 @@ def prepare_x(torch, x, model, device) -> torch.Tensor:
     return x.detach().to(device)
 
 
+def check_finite(torch, x, indices: Sequence[int]) -> None:
+    """A NaN or infinite input would be certified at a point that does not exist: refused."""
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        e = int((~finite).nonzero()[0, 0])
+        where = f"x[{e}]" + (f" (index {indices[e]})" if indices[e] != e else "")
+        raise ValueError(f"{where} holds NaN or infinite values: inputs must be finite")
+
+
 def check_indices(indices, num_examples: int) -> Sequence[int]:
     if indices is None:
         return range(num_examples)
@@ -109,6 +118,8 @@ def check_labels(labels: Any, num_examples: int) -> np.ndarray:
     if hasattr(labels, "detach"):  # a torch tensor
         labels = labels.detach().cpu().numpy()
     array = as_int_array(labels, "labels")
+    if array.dtype == np.uint64 and array.size and int(array.max()) >= 2**63:
+        raise ValueError(f"labels must be class indices below 2**63, got {int(array.max())}")
     if array.shape != (num_examples,):
         raise ValueError(f"labels must have shape ({num_examples},), one per example of x; got shape {array.shape}")
     if num_examples and array.min() < 0:
