@@ -13,6 +13,7 @@ import pytest
 
 from _fixtures_data import cifar_batch, py2_pickle
 from topk_certify.datasets import DataError, DataSource, open_data
+from topk_certify.datasets.npz import RowFileSource
 from topk_certify.datasets.safe_pickle import RefusedGlobal, load_numpy_pickle
 
 
@@ -250,7 +251,7 @@ def test_npz_reads_what_np_load_reads(tmp_path, compressed):
     path = tmp_path / "d.npz"
     (np.savez_compressed if compressed else np.savez)(path, x=x, y=y)
     source = open_data(str(path))
-    assert (source._x.__class__ is np.memmap) is (not compressed)  # lazy exactly when stored
+    assert isinstance(source, RowFileSource) is (not compressed)  # read by rows exactly when stored
     with np.load(path) as eager:
         np.testing.assert_array_equal(source.read([5, 1, 1, 0]), eager["x"][[5, 1, 1, 0]])
         np.testing.assert_array_equal(source.labels, eager["y"])
@@ -261,14 +262,21 @@ def test_npz_reads_what_np_load_reads(tmp_path, compressed):
     source.close()
 
 
-def test_npz_memory_map_handles_fortran_big_endian_and_zip64(tmp_path):
+def test_npz_row_reads_handle_fortran_big_endian_and_zip64(tmp_path):
     x, y = _xy(dtype=np.float64)
     path = tmp_path / "f.npz"
     np.savez(path, x=np.asfortranarray(x.astype(">f8")), y=y)
     source = open_data(path)
-    assert isinstance(source._x, np.memmap)
+    assert not isinstance(source, RowFileSource)  # Fortran order: no rows to read, loaded whole
     assert source.dtype == np.float64 and source.dtype.isnative
     np.testing.assert_array_equal(source.read(range(6)), x)
+    big = tmp_path / "b.npz"
+    np.savez(big, x=x.astype(">f8"), y=y)
+    source = open_data(big)
+    assert isinstance(source, RowFileSource) and source.dtype.isnative
+    got = source.read([5, 0, 1, 2, 4])  # runs of consecutive rows and single rows
+    assert got.dtype.isnative and got.flags.writeable
+    np.testing.assert_array_equal(got, x[[5, 0, 1, 2, 4]])
     # A member written by another zip tool, after other members and with a zip64 extra field.
     path2 = tmp_path / "g.npz"
     with zipfile.ZipFile(path2, "w") as archive:
@@ -279,7 +287,7 @@ def test_npz_memory_map_handles_fortran_big_endian_and_zip64(tmp_path):
             with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                 member.write(buffer.getvalue())
     source = open_data(path2)
-    assert isinstance(source._x, np.memmap)
+    assert isinstance(source, RowFileSource)
     np.testing.assert_array_equal(source.read([4, 2]), x[[4, 2]])
 
 

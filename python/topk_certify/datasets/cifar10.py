@@ -24,6 +24,8 @@ SHAPE = (3, 32, 32)
 
 
 class Cifar10Source(DataSource):
+    finite_by_construction = True  # 8-bit pixels scaled to [0, 1]
+
     def __init__(self, name: str, pixels: np.ndarray, labels: np.ndarray):
         super().__init__(name, labels, SHAPE, np.float32)
         self._pixels: Optional[np.ndarray] = pixels  # None once closed

@@ -71,6 +71,8 @@ def find_images(root: str) -> Tuple[List[str], List[Tuple[str, int]]]:
 
 
 class ImageFolderSource(DataSource):
+    finite_by_construction = True  # 8-bit pixels scaled to [0, 1]
+
     def __init__(self, root: str):
         self._image = _pil()
         if not os.path.isdir(root):

@@ -88,18 +88,24 @@ class ArraySource(DataSource):
 
 def checked_arrays(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Validate x (E, ...) floats and y (E,) labels; the labels as int64."""
-    if x.ndim < 1:
+    return checked_layout(name, tuple(x.shape), x.dtype, y)
+
+
+def checked_layout(name: str, shape: Tuple[int, ...], dtype: np.dtype, y: np.ndarray) -> np.ndarray:
+    """checked_arrays for an x known by its shape and dtype only (not read yet)."""
+    dtype = np.dtype(dtype)
+    if len(shape) < 1:
         raise DataError(f"{name}: x must be an array (E, ...) of examples, got a scalar")
-    if x.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+    if dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise DataError(
             f"{name}: x must hold floating-point examples (float16, float32 or float64; images scaled to [0, 1]), "
-            f"got dtype {x.dtype}"
+            f"got dtype {dtype}"
         )
     labels = checked_labels(name, y)
-    if labels.shape[0] != x.shape[0]:
-        raise DataError(f"{name}: x and y must have the same number of examples, got x {x.shape} and y {np.shape(y)}")
-    if x.shape[0] == 0:
-        raise DataError(f"{name}: holds no examples (x has shape {x.shape})")
+    if labels.shape[0] != shape[0]:
+        raise DataError(f"{name}: x and y must have the same number of examples, got x {shape} and y {np.shape(y)}")
+    if shape[0] == 0:
+        raise DataError(f"{name}: holds no examples (x has shape {shape})")
     return labels
 
 
