@@ -106,19 +106,37 @@ def certified_accuracy(radius: np.ndarray, radii) -> np.ndarray:
     return np.stack([(radius > r).mean(axis=0) for r in radii])
 
 
+def expected_outcome(p: np.ndarray, label: int, m: int, case: Case) -> np.ndarray:
+    """(len(ks), len(radii)) whether the paper's bounds (simuem, alpha) at the expected
+    counts m p certify beyond each radius. The counts stay real (Beta quantiles take real
+    parameters): rounding them to a table of m samples hands the rounding error of every
+    label to one of them, which on a 1000-class tail is most of the mass."""
+    from scipy.stats import beta, norm
+
+    level = ALPHA / p.size
+    x_label = m * p[label]
+    pl = beta.ppf(level, x_label, m - x_label + 1) if x_label > 0 else 0.0
+    others = np.sort(np.delete(p, label))[::-1][: max(case.ks)] * m
+    with np.errstate(divide="ignore"):
+        ub = np.where(others < m, beta.ppf(1 - level, others + 1, np.maximum(m - others, 1e-300)), 1.0)
+    ub = np.minimum(ub, 1.0 - pl)
+    out = np.zeros((len(case.ks), len(case.radii)), dtype=bool)
+    if pl <= 0:
+        return out
+    for j, k in enumerate(case.ks):
+        p_sets = np.minimum(np.cumsum(ub[:k][::-1]), 1.0 - pl)  # S_t: the t smallest of the top k
+        t = np.arange(1, k + 1)
+        for i, r in enumerate(case.radii):
+            left = norm.cdf(norm.ppf(pl) - r / case.sigma)
+            out[j, i] = bool(np.any(left > norm.cdf(norm.ppf(p_sets) + r / case.sigma) / t))
+    return out
+
+
 def oracle_samples(probs, labels, fixed_radius, case: Case) -> np.ndarray:
     """Per example: the fewest m whose expected counts m p give, for every k, the same
-    outcome at every radius as the fixed run (R > r exactly when the fixed R > r)."""
-    from topk_certify.stats import certify_counts
-
+    outcome at every radius as the fixed run (R > r exactly when the fixed R > r); an
+    example the fixed run certifies at no radius costs ORACLE_UNCERTIFIED."""
     radii = np.asarray(case.radii)
-
-    def outcome(m: int, i: int) -> np.ndarray:
-        counts = np.floor(probs[i] * m).astype(np.int64)
-        counts[labels[i]] += m - counts.sum()
-        r = certify_counts(counts[None], [labels[i]], k=list(case.ks), sigma=case.sigma, alpha=ALPHA)[0]
-        return r[:, None] > radii[None, :]
-
     out = np.empty(len(labels), dtype=np.int64)
     for i in range(len(labels)):
         target = fixed_radius[i][:, None] > radii[None, :]
@@ -128,7 +146,7 @@ def oracle_samples(probs, labels, fixed_radius, case: Case) -> np.ndarray:
         lo, hi = 1, N
         while lo < hi:  # the outcome grows with m (more samples, tighter bounds)
             mid = (lo + hi) // 2
-            if np.array_equal(outcome(mid, i), target):
+            if np.array_equal(expected_outcome(probs[i], int(labels[i]), mid, case), target):
                 hi = mid
             else:
                 lo = mid + 1
@@ -156,8 +174,15 @@ def simulate(probs, labels, case: Case, seed: int):
     from topk_certify import _adaptive_sampling, adaptive
     from topk_certify.stats import certify_counts
 
-    rng = np.random.default_rng([seed, 12345])
-    fixed_counts = np.stack([rng.multinomial(N, p) for p in probs]).astype(np.int64)
+    # The fixed run's counts are the sum of the stages the adaptive run would draw, from the
+    # same generators: as in certify_batch, where an adaptive run's samples are the first
+    # n_used of the fixed run's (the same noise streams).
+    sizes = np.diff([0, *adaptive.make_schedule(N, ALPHA).sizes])
+    fixed_counts = np.zeros(probs.shape, dtype=np.int64)
+    for e, p in enumerate(probs):
+        rng = np.random.default_rng([seed, e])
+        for m in sizes:
+            fixed_counts[e] += rng.multinomial(m, p)
     fixed = certify_counts(fixed_counts, labels, k=list(case.ks), sigma=case.sigma, alpha=ALPHA)
     radii = adaptive.resolve_radii(case.radii, n=N, num_classes=probs.shape[1], ks=case.ks, sigma=case.sigma,
                                    alpha=ALPHA, bound="simuem")
@@ -165,6 +190,7 @@ def simulate(probs, labels, case: Case, seed: int):
     best, _, n_used = _adaptive_sampling.run(sampler, candidates=labels[:, None], ks=case.ks, sigma=case.sigma,
                                              n=N, alpha=ALPHA, bound="simuem", radii=radii, purpose=1)
     assert int(n_used.sum()) == sampler.rows
+    simulate.n_used = n_used  # for diagnostics
     return fixed, N * len(labels), best[:, 0, :], sampler.rows
 
 
