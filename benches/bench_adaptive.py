@@ -264,13 +264,67 @@ def report(name: str, case: Case, probs, labels, fixed, rows_f, adapt, rows_a, s
     return dict(saving=saving, oracle=oracle_saving, share=saving / oracle_saving, loss=max(0.0, -diff.min()))
 
 
+def mixture_cs_lower(successes: int, trials: int, level: float, a: float = 0.5, b: float = 0.5) -> float:
+    """Lower end of Robbins' beta-binomial mixture confidence sequence: p is excluded once
+    the mixture likelihood ratio B(a + S, b + t - S) / B(a, b) / (p^S (1 - p)^(t - S))
+    reaches 1 / level, which by Ville's inequality happens at any time with probability
+    <= level when p is true."""
+    import math
+
+    from scipy.optimize import brentq
+    from scipy.special import betaln
+
+    if successes == 0:
+        return 0.0
+    mix = betaln(a + successes, b + trials - successes) - betaln(a, b) - math.log(1 / level)
+
+    def excess(p):  # log of the likelihood ratio over log(1 / level): p excluded where >= 0
+        return mix - successes * math.log(p) - (trials - successes) * math.log1p(-p)
+
+    phat = successes / trials
+    return brentq(excess, 1e-300, phat) if excess(phat) < 0 < excess(1e-300) else 0.0
+
+
+def spending_table(num_classes: int = 1000) -> None:
+    """The price of each look in log(1 / per-label level), union bound against a beta-binomial
+    mixture confidence sequence (its level translated into the Clopper-Pearson level that gives
+    the same lower bound), for simuem at alpha / C; the fixed run pays log(C / alpha)."""
+    import math
+
+    from scipy.optimize import brentq
+    from scipy.stats import beta
+
+    from topk_certify import adaptive
+
+    schedule = adaptive.make_schedule(N, ALPHA)
+    level = ALPHA / num_classes
+    print(f"C = {num_classes}, alpha = {ALPHA}: log(1/level) per look (fixed run: {math.log(1 / level):.1f})")
+    print(f"{'look':>5} {'samples':>8} {'union':>6}   mixture CS at p = 0.5 / 0.9 / 0.99")
+    for s, size in enumerate(schedule.sizes):
+        cells = []
+        for p in (0.5, 0.9, 0.99):
+            successes = int(round(p * size))
+            lower = mixture_cs_lower(successes, size, level)
+            try:
+                same = brentq(lambda q: beta.ppf(q, successes, size - successes + 1) - lower, 1e-300, 0.5)
+                cells.append(f"{math.log(1 / same):5.1f}")
+            except ValueError:  # no Clopper-Pearson level gives so low a bound
+                cells.append(f"{'>690':>5}")
+        print(f"{s:5d} {size:8d} {math.log(num_classes / schedule.alphas[s]):6.1f}   " + " / ".join(cells))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--split", choices=list(SPLITS), default="report")
     parser.add_argument("--sim", action="store_true", help="multinomial counts instead of the model (for tuning)")
     parser.add_argument("--batch-size", type=int, default=4000)
+    parser.add_argument("--spending", action="store_true", help="print the union bound against a confidence sequence")
     args = parser.parse_args(argv)
+    if args.spending:
+        for num_classes in (10, 1000):
+            spending_table(num_classes)
+        return 0
     seed = SPLITS[args.split]["noise"]
     summary = {}
     for name in args.case:
