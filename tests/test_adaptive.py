@@ -1,6 +1,6 @@
 """Adaptive certification (issue 7): validity under optional stopping, and the rule.
 
-The coverage tests drive the real adaptive loop (`_adaptive_sampling.run`) with a fake
+The coverage tests drive the real adaptive loop (`smoothing.adaptive_loop.run`) with a fake
 sampler whose counts are exact multinomial draws from known smoothed probabilities, so
 thousands of examples take seconds; the torch path is tested in test_adaptive_torch.py.
 """
@@ -36,11 +36,20 @@ def binary_probs(p_label: np.ndarray) -> np.ndarray:
 
 
 def run_adaptive(probs, labels, *, n, alpha, sigma=1.0, ks=(1,), bound="binocp", radii=None, seed=0):
-    radii_arr = adaptive.resolve_radii(radii, n=n, num_classes=probs.shape[1], ks=ks, sigma=sigma, alpha=alpha, bound=bound)
+    radii_arr = adaptive.resolve_radii(
+        radii, n=n, num_classes=probs.shape[1], ks=ks, sigma=sigma, alpha=alpha, bound=bound
+    )
     sampler = ExactSampler(probs, seed)
     best, counts, n_used = _adaptive_sampling.run(
-        sampler, candidates=np.asarray(labels)[:, None], ks=ks, sigma=sigma, n=n, alpha=alpha,
-        bound=bound, radii=radii_arr, purpose=1,
+        sampler,
+        candidates=np.asarray(labels)[:, None],
+        ks=ks,
+        sigma=sigma,
+        n=n,
+        alpha=alpha,
+        bound=bound,
+        radii=radii_arr,
+        purpose=1,
     )
     return best[:, 0, :], counts, n_used, sampler.forward_rows
 
@@ -70,14 +79,21 @@ def test_fixed_n_coverage(coverage_probs):
     n = 2000
     rng = np.random.default_rng(7)
     counts = rng.binomial(n, coverage_probs)
-    radius = certify_counts(np.stack([counts, n - counts], 1), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64),
-                            k=1, sigma=1.0, alpha=COVERAGE_ALPHA, bound="binocp")
+    radius = certify_counts(
+        np.stack([counts, n - counts], 1),
+        np.zeros(COVERAGE_EXAMPLES, dtype=np.int64),
+        k=1,
+        sigma=1.0,
+        alpha=COVERAGE_ALPHA,
+        bound="binocp",
+    )
     assert overstated_fraction(radius, coverage_probs, 1.0) <= allowed(COVERAGE_ALPHA, COVERAGE_EXAMPLES)
 
 
 def test_adaptive_coverage_holds_under_optional_stopping(coverage_probs):
-    radius, _, n_used, _ = run_adaptive(binary_probs(coverage_probs), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64),
-                                        n=20_000, alpha=COVERAGE_ALPHA)
+    radius, _, n_used, _ = run_adaptive(
+        binary_probs(coverage_probs), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64), n=20_000, alpha=COVERAGE_ALPHA
+    )
     assert overstated_fraction(radius[:, 0], coverage_probs, 1.0) <= allowed(COVERAGE_ALPHA, COVERAGE_EXAMPLES)
     assert n_used.min() < 20_000  # it did stop early, so the stopping time mattered
 
@@ -92,8 +108,9 @@ def test_the_coverage_test_catches_peeking(coverage_probs, monkeypatch):
         return adaptive.Schedule(schedule.sizes, (alpha,) * len(schedule.sizes))
 
     monkeypatch.setattr(adaptive, "make_schedule", peeking)
-    radius, _, _, _ = run_adaptive(binary_probs(coverage_probs), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64),
-                                   n=20_000, alpha=COVERAGE_ALPHA)
+    radius, _, _, _ = run_adaptive(
+        binary_probs(coverage_probs), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64), n=20_000, alpha=COVERAGE_ALPHA
+    )
     assert overstated_fraction(radius[:, 0], coverage_probs, 1.0) > allowed(COVERAGE_ALPHA, COVERAGE_EXAMPLES)
 
 
@@ -122,8 +139,9 @@ def test_stops_early_on_settled_examples():
     # A sure label (all mass) settles once it is certified beyond the largest radius; a hopeless
     # label (1% when another has 99%) settles at the first look.
     probs = np.array([[1.0, 0.0, 0.0], [0.01, 0.99, 0.0]])
-    radius, _, n_used, _ = run_adaptive(probs, np.array([0, 0]), n=100_000, alpha=1e-3, sigma=1.0,
-                                        bound="simuem", radii=[0.0, 0.5, 1.0])
+    radius, _, n_used, _ = run_adaptive(
+        probs, np.array([0, 0]), n=100_000, alpha=1e-3, sigma=1.0, bound="simuem", radii=[0.0, 0.5, 1.0]
+    )
     assert radius[0, 0] > 1.0 and n_used[0] < 20_000
     assert radius[1, 0] == 0.0 and n_used[1] == adaptive.make_schedule(100_000, 1e-3).sizes[0]
 
@@ -140,8 +158,12 @@ def test_reproducible_and_independent_of_order():
 
 @pytest.mark.parametrize(
     "radii, error, match",
-    [([0.5, float("nan")], ValueError, "finite"), ([-0.1, 0.5], ValueError, ">= 0"), ([], ValueError, "at least one"),
-     ("abc", TypeError, "numbers")],
+    [
+        ([0.5, float("nan")], ValueError, "finite"),
+        ([-0.1, 0.5], ValueError, ">= 0"),
+        ([], ValueError, "at least one"),
+        ("abc", TypeError, "numbers"),
+    ],
 )
 def test_bad_radii_are_refused(radii, error, match):
     with pytest.raises(error, match=match):
@@ -149,7 +171,9 @@ def test_bad_radii_are_refused(radii, error, match):
 
 
 def test_unsorted_radii_are_cleaned():
-    got = adaptive.resolve_radii([0.5, 0.0, 0.25, 0.5], n=1000, num_classes=3, ks=[1], sigma=0.5, alpha=1e-3, bound="simuem")
+    got = adaptive.resolve_radii(
+        [0.5, 0.0, 0.25, 0.5], n=1000, num_classes=3, ks=[1], sigma=0.5, alpha=1e-3, bound="simuem"
+    )
     np.testing.assert_array_equal(got, [0.0, 0.25, 0.5])
 
 
@@ -163,3 +187,126 @@ def test_default_radii_reach_what_n_can_certify():
     reach = adaptive.max_certifiable_radius(100_000, 10, 1, 0.25, 0.4e-3, "simuem")
     assert radii[0] == 0.0 and np.all(np.diff(radii) == 0.25)
     assert radii[-1] < reach <= radii[-1] + 0.25
+
+
+def test_coverage_holds_whatever_the_stopping_rule(coverage_probs, monkeypatch):
+    """The worst stopping rule reports the largest radius of every look (the best radius only
+    grows, so no stopping time reports more): coverage must hold for it too, so it holds for
+    every rule, the one in adaptive.step included."""
+    honest = adaptive.step
+
+    def never_stop_early(*args, **kwargs):
+        best, _ = honest(*args, **kwargs)
+        return best, args[3] == len(args[4].sizes) - 1
+
+    monkeypatch.setattr(adaptive, "step", never_stop_early)
+    radius, _, n_used, _ = run_adaptive(
+        binary_probs(coverage_probs), np.zeros(COVERAGE_EXAMPLES, dtype=np.int64), n=20_000, alpha=COVERAGE_ALPHA
+    )
+    assert np.all(n_used == 20_000)
+    assert overstated_fraction(radius[:, 0], coverage_probs, 1.0) <= allowed(COVERAGE_ALPHA, COVERAGE_EXAMPLES)
+
+
+def tail_example(num_classes: int, label_p: float, top: list) -> np.ndarray:
+    """The label (column 0) at label_p, the given next labels, the rest spread evenly."""
+    rest = 1.0 - label_p - sum(top)
+    tail = num_classes - 1 - len(top)
+    return np.array([label_p, *top, *([rest / tail] * tail)])
+
+
+def test_hopeless_many_class_example_stops_early():
+    # 1000 classes: the label at 0.2 against a runner-up at 0.35, and 30% of the mass in a
+    # flat tail that no lower bound sees. Top-1 is certified at no radius.
+    probs = np.stack([tail_example(1000, 0.2, [0.35, 0.1, 0.05])] * 20)
+    radius, _, n_used, _ = run_adaptive(
+        probs, np.zeros(20, dtype=np.int64), n=100_000, alpha=1e-3, sigma=0.5, bound="simuem", radii=[0.0, 0.25, 0.5]
+    )
+    assert np.all(radius[:, 0] == 0.0)
+    assert n_used.max() <= 1000
+
+
+def test_the_hopeless_example_fools_a_count_table_projection():
+    """Test of the test above: projecting a whole count table to the full budget (the label
+    at its upper bound, the others at their lower ones, the label taking what is left) hands
+    the tail's mass to the label and certifies the hopeless example, so it would never stop."""
+    from topk_certify.stats import clopper_pearson
+
+    p = tail_example(1000, 0.2, [0.35, 0.1, 0.05])
+    counts = np.random.default_rng(0).multinomial(128, p)
+    lower, upper = clopper_pearson(counts, 128, 0.2)
+    projected = np.floor(lower * 100_000).astype(np.int64)
+    projected[0] = 0
+    projected[0] = 100_000 - projected.sum()
+    assert certify_counts(projected[None], [0], k=1, sigma=0.5, alpha=1e-3)[0] > 0.0
+    # The rule's projection of the same counts reaches nothing.
+    schedule = adaptive.make_schedule(100_000, 1e-3)
+    assert not adaptive.projected_reach(
+        counts, 0, [1], np.array([0.0]), 100_000, schedule.alphas[-1], 0.5, "simuem", adaptive.DEFAULT_SETTINGS
+    )[0]
+
+
+def test_a_clearly_certified_many_class_example_is_not_stopped_short():
+    # Spread mass, but the label clearly certified beyond 0.2 (top-1) and 0.3 (top-3) at the
+    # full budget (its radii there are about 0.31 and 0.43): every run must get past them.
+    probs = np.stack([tail_example(1000, 0.5, [0.1, 0.08, 0.06])] * 40)
+    radius, _, n_used, _ = run_adaptive(
+        probs,
+        np.zeros(40, dtype=np.int64),
+        n=100_000,
+        alpha=1e-3,
+        sigma=0.5,
+        ks=(1, 3),
+        bound="simuem",
+        radii=[0.0, 0.2, 0.3, 0.5, 0.75],
+    )
+    assert np.all(radius[:, 0] > 0.2)
+    assert np.all(radius[:, 1] > 0.3)
+    assert n_used.max() < 100_000  # and it saved samples: 0.3 (top-1) and 0.5 (top-3) are out of reach
+
+
+def test_reaches_agrees_with_the_solver():
+    """The stopping rule's Theorem 1 check, against the Rust solver on the same bounds:
+    certified beyond r (reaches) exactly when the solver's radius exceeds r."""
+    from topk_certify.stats import clopper_pearson
+
+    rng = np.random.default_rng(11)
+    sigma, alpha, n = 0.5, 1e-3, 5000
+    checked = 0
+    for _ in range(300):
+        num_classes = int(rng.integers(3, 30))
+        counts = rng.multinomial(n, rng.dirichlet(np.full(num_classes, 0.4)))
+        label = int(np.argmax(counts)) if rng.random() < 0.7 else int(rng.integers(num_classes))
+        k = int(rng.integers(1, num_classes))
+        radius = certify_counts(counts[None], [label], k=k, sigma=sigma, alpha=alpha)[0]
+        lo, up = clopper_pearson(counts, n, alpha / num_classes)
+        pl = float(lo[label])
+        ub = np.minimum(np.sort(np.delete(up, label))[::-1][:k], 1.0 - pl)
+        p_sets = np.minimum(np.cumsum(ub[::-1]), 1.0 - pl)
+        for r in (0.0, radius * 0.999, radius * 1.001, radius + 0.1):
+            if abs(r - radius) < 1e-9 and r > 0:
+                continue
+            assert adaptive.reaches(pl, p_sets, r, sigma) == (radius > r), (counts, label, k, r, radius)
+            checked += 1
+    assert checked > 1000
+
+
+def test_normal_quantile():
+    from scipy.special import ndtr, ndtri
+
+    q = np.concatenate([np.logspace(-300, -1, 200), np.linspace(0.01, 0.99, 99)])
+    np.testing.assert_allclose(adaptive._ndtri(q), ndtri(q), rtol=1e-12, atol=1e-12)
+    near_one = 1 - np.logspace(-15, -1, 50)  # q itself carries a relative error of 1e-16 / (1 - q)
+    np.testing.assert_allclose(adaptive._ndtri(near_one), ndtri(near_one), rtol=1e-8)
+    x = np.linspace(-30, 8, 200)
+    np.testing.assert_allclose(adaptive._ndtr(x), ndtr(x), rtol=1e-12)
+
+
+def test_step_is_pure_and_stops_at_the_last_look():
+    schedule = adaptive.make_schedule(10_000, 1e-3)
+    counts = np.array([600, 300, 100])
+    best = np.zeros((1, 1))
+    radii = np.array([0.0, 0.5])
+    new, stop = adaptive.step(counts, np.array([0]), best, len(schedule.sizes) - 1, schedule, radii, [1], 0.5, "simuem")
+    assert stop and np.all(best == 0)  # the input is not modified
+    earlier, _ = adaptive.step(counts, np.array([0]), new, 0, schedule, radii, [1], 0.5, "simuem")
+    assert np.all(earlier >= new)  # the best radius never shrinks

@@ -2,22 +2,21 @@
 outcome at the requested radii (the procedure and its validity: docs/adaptive.md).
 
 This module holds the statistics, with no torch: the stage schedule, the spending of
-alpha over the stages, and the stopping rule. `smoothing.certify_batch(adaptive=True)`
-drives the sampler with it.
+alpha over the stages, and the stopping rule (`step`, a pure function of an example's
+counts that the sampling loop calls after each of its stages).
 
 - Stages: every example's samples are looked at only after n_1 < n_2 < ... < n_S = n
-  cumulative samples, a schedule fixed before any sampling (geometric, ratio ~1.5).
+  cumulative samples, a schedule fixed before any sampling (geometric, ratio 1.3).
 - Alpha spending: stage s computes its bounds at level alpha_s, with sum_s alpha_s =
-  alpha (half of alpha for the last stage, the rest shared by the earlier ones). By the
-  union bound, with probability >= 1 - alpha every bound of every stage holds at once,
+  alpha (FINAL_SHARE of it for the last stage, the rest shared by the earlier ones). By
+  the union bound, with probability >= 1 - alpha every bound of every stage holds at once,
   whenever the example stops; so the largest radius certified at any stage it reached
   is valid. (Peeking with fixed-n bounds at level alpha at every stage is not.)
-- Stopping (for each requested k): settled when the radius certified so far exceeds the
-  largest requested radius, or when even an optimistic projection of the counts to the
-  full budget n (the label's probability at its upper confidence bound, the others at
-  their lower ones, at level `futility`) would not certify the next requested radius
-  above the current radius. The example stops when every k is settled. The stopping
-  rule affects only how many samples are spent, never validity.
+- Stopping (for each candidate and k): settled when the radius so far exceeds the largest
+  requested radius, or when an optimistic projection of the k + 1 numbers Theorem 1 uses
+  (the label's lower bound, the top-k other labels' upper bounds) to the full budget does
+  not certify the next requested radius. The example stops when everything is settled.
+  The stopping rule affects only how many samples are spent, never validity.
 """
 
 from __future__ import annotations
@@ -28,13 +27,28 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import clean_radii
 from .stats import certify_counts, clopper_pearson
 
+# Chosen on the tuning split of benches/bench_adaptive.py (never on what it reports).
 FIRST_STAGE = 128
 GROWTH = 1.3
-FINAL_SHARE = 0.4  # of alpha, for the look at the full budget
-FUTILITY = 0.2  # one-sided level of the optimistic projection (benches/bench_adaptive.py)
+FINAL_SHARE = 0.7  # of alpha, for the look at the full budget
 WEIGHT_POWER = 1.0  # early looks get alpha in proportion to their size
+FUTILITY = 0.05  # one-sided level of the label's optimistic bound
+OTHERS_LEVEL = 0.2  # one-sided level of the other labels' pessimistic bounds, before selection
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The stopping rule's levels (they decide how many samples are spent, never validity)."""
+
+    futility: float = FUTILITY  # the label's optimistic (upper) bound
+    others_level: float = OTHERS_LEVEL  # the other labels' pessimistic (lower) bounds
+    selection: bool = True  # widen the others' bounds for the labels that compete for the top k
+
+
+DEFAULT_SETTINGS = Settings()
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class Schedule:
 
 
 def make_schedule(n: int, alpha: float, first: Optional[int] = None, growth: Optional[float] = None) -> Schedule:
-    """Geometric stages from `first` to `n`; alpha/2 at n, alpha/2 shared by the others."""
+    """Geometric stages from `first` to `n`; FINAL_SHARE of alpha at n, the rest shared by the others."""
     first = FIRST_STAGE if first is None else first
     growth = GROWTH if growth is None else growth
     sizes = []
@@ -75,8 +89,16 @@ def max_certifiable_radius(n: int, num_classes: int, k: int, sigma: float, alpha
     return float(certify_counts(counts, [0], k=k, sigma=sigma, alpha=alpha, bound=bound)[0])
 
 
-def resolve_radii(radii: Optional[Sequence[float]], *, n: int, num_classes: int, ks: Sequence[int],
-                  sigma: float, alpha: float, bound: str) -> np.ndarray:
+def resolve_radii(
+    radii: Optional[Sequence[float]],
+    *,
+    n: int,
+    num_classes: int,
+    ks: Sequence[int],
+    sigma: float,
+    alpha: float,
+    bound: str,
+) -> np.ndarray:
     """The radii to decide, sorted and without repeats. Default: 0, 0.25, 0.5, ... up to
     the largest radius budget n can certify (at the last stage's level) for the largest k."""
     schedule = make_schedule(n, alpha)
@@ -88,48 +110,189 @@ def resolve_radii(radii: Optional[Sequence[float]], *, n: int, num_classes: int,
         )
     if radii is None:
         return np.arange(0.0, reach, 0.25)
-    try:
-        values = np.asarray(radii, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
-    if values.size == 0:
-        raise ValueError("radii must hold at least one radius")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"radii must be finite, got {values.tolist()}")
-    if np.any(values < 0):
-        raise ValueError(f"radii must be >= 0, got {values.tolist()}")
-    return np.unique(values)  # sorted, repeats dropped
+    return np.asarray(clean_radii(radii))
 
 
-def optimistic_counts(counts: np.ndarray, labels: np.ndarray, n: int, level: float) -> np.ndarray:
-    """Counts at the full budget n if the label's probability were at its upper confidence
-    bound and every other label's at its lower one (level `level` each)."""
-    used = counts.sum(axis=1, keepdims=True)
-    lower, upper = clopper_pearson(counts, np.broadcast_to(used, counts.shape), level)
-    probs = lower.copy()
-    rows = np.arange(counts.shape[0])
-    probs[rows, labels] = upper[rows, labels]
-    # The others share what the label leaves, in proportion to their lower bounds.
-    rest = 1.0 - probs[rows, labels]
-    others = probs.copy()
-    others[rows, labels] = 0.0
-    total = others.sum(axis=1)
-    scale = np.where(total > 0, np.minimum(1.0, rest / np.where(total > 0, total, 1.0)), 0.0)
-    others *= scale[:, None]
-    projected = np.floor(others * n).astype(np.int64)
-    projected[rows, labels] = n - projected.sum(axis=1)
-    return projected
+def _ndtr(x: np.ndarray) -> np.ndarray:
+    """The standard normal CDF (numpy has no erfc; the arrays here hold k + 1 values)."""
+    return np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), otypes=[np.float64])(x)
 
 
-def settled(radius_so_far: np.ndarray, projected_radius: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Whether more samples can no longer change the outcome at `radii`, per entry.
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    """The standard normal quantile: Acklam's rational approximation and one Halley step
+    (relative error ~1e-15; plenty for a stopping rule, which never touches validity)."""
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
 
-    Settled when the radius so far exceeds every requested radius, or when the projected
-    radius at the full budget does not exceed the next requested radius at or above the
-    radius so far (so no requested radius can be crossed)."""
-    top = radii[-1]
-    # The next requested radius that the example is not yet certified beyond.
-    nxt_index = np.searchsorted(radii, radius_so_far, side="left")
-    beyond = nxt_index >= radii.size
-    nxt = radii[np.minimum(nxt_index, radii.size - 1)]
-    return (radius_so_far > top) | beyond | (projected_radius <= nxt)
+    def one(q: float) -> float:
+        if q <= 0.0:
+            return -math.inf
+        if q >= 1.0:
+            return math.inf
+        if q < 0.02425 or q > 1 - 0.02425:
+            s = math.sqrt(-2 * math.log(min(q, 1 - q)))
+            x = (((((c[0] * s + c[1]) * s + c[2]) * s + c[3]) * s + c[4]) * s + c[5]) / (
+                (((d[0] * s + d[1]) * s + d[2]) * s + d[3]) * s + 1
+            )
+            x = x if q < 0.5 else -x
+        else:
+            s = q - 0.5
+            r = s * s
+            x = (
+                (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+                * s
+                / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+            )
+        e = 0.5 * math.erfc(-x / math.sqrt(2.0)) - q
+        u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+        return x - u / (1 + x * u / 2)
+
+    return np.vectorize(one, otypes=[np.float64])(p)
+
+
+def reaches(pl: float, p_sets: np.ndarray, radius: float, sigma: float) -> bool:
+    """Whether bounds pl (label) and pS_t (t = 1..k, Theorem 1's sets) certify beyond
+    `radius`: some t with Phi(Phi^-1(pl) - r/sigma) > Phi(Phi^-1(pS_t) + r/sigma) / t."""
+    if pl <= 0.0:
+        return False
+    t = np.arange(1, len(p_sets) + 1)
+    left = _ndtr(_ndtri(np.array(pl)) - radius / sigma)
+    right = _ndtr(_ndtri(np.asarray(p_sets)) + radius / sigma) / t
+    return bool(np.any(left > right))
+
+
+def _predictive(count: np.ndarray, used: int, n: int, bound: np.ndarray) -> np.ndarray:
+    """Optimistic count at the full budget n: the used samples' count plus the remaining
+    n - used at a probability beyond the estimate by the confidence bound's margin, widened
+    by sqrt(n / (n - used)) because the remaining draws add their own binomial spread to
+    the uncertainty of the probability (the predictive variance is (n - used) p (1 - p) n / used)."""
+    if used >= n:
+        return count.astype(np.float64)
+    estimate = count / used
+    widen = math.sqrt(n / (n - used))
+    p = np.clip(estimate + (bound - estimate) * widen, 0.0, 1.0)
+    return count + (n - used) * p
+
+
+def projected_bounds(
+    counts: np.ndarray, label: int, top: int, n: int, alpha_final: float, bound: str, settings: Settings
+) -> Tuple[float, np.ndarray]:
+    """(pl, the top-k others' upper bounds, largest first) that the full budget n would give
+    at the last look's level if the label came out at its optimistic count and the other
+    labels at their pessimistic ones. Only these k + 1 numbers enter Theorem 1: the mass
+    spread over the other labels is never given to the label (projecting a count table
+    would do so, and a long tail holds much mass that no lower bound sees)."""
+    used = int(counts.sum())
+    num_classes = counts.shape[0]
+    level = alpha_final / num_classes if bound == "simuem" else alpha_final
+    _, up = clopper_pearson(counts[label], used, settings.futility)
+    final_label = int(round(float(_predictive(np.array(counts[label]), used, n, up))))
+    pl = float(clopper_pearson(final_label, n, level)[0])
+    if bound != "simuem":
+        return pl, np.full(top, 1.0 - pl)
+    others = np.delete(counts, label)
+    largest = others[np.argsort(-others, kind="stable")[:top]]
+    lo, _ = clopper_pearson(largest, used, settings.others_level)
+    if settings.selection and lo[-1] > 0:
+        # The largest of several similar counts overstates its probability: bound the
+        # order statistics over every label that could be among the top k (its upper bound
+        # reaches the k-th largest lower bound), Bonferroni-style.
+        _, up = clopper_pearson(others, used, settings.others_level)
+        rivals = max(int(np.count_nonzero(up >= lo[-1])), 1)
+        lo, _ = clopper_pearson(largest, used, settings.others_level / rivals)
+    final_others = np.rint(np.maximum(0.0, _predictive(largest, used, n, lo))).astype(np.int64)
+    _, ub = clopper_pearson(np.minimum(final_others, n), n, level)
+    return pl, np.minimum(ub, 1.0 - pl)
+
+
+def projected_reach(
+    counts: np.ndarray,
+    label: int,
+    ks: Sequence[int],
+    targets: np.ndarray,
+    n: int,
+    alpha_final: float,
+    sigma: float,
+    bound: str,
+    settings: Settings,
+) -> np.ndarray:
+    """Per k: whether the optimistic projection (`projected_bounds`) certifies beyond targets[k]."""
+    pl, ub = projected_bounds(counts, label, max(ks), n, alpha_final, bound, settings)
+    out = np.empty(len(ks), dtype=bool)
+    for j, k in enumerate(ks):
+        kept = ub[:k]  # largest first: S_t is the t smallest of these
+        if bound == "simuem":
+            p_sets = np.minimum(np.cumsum(kept[::-1]), 1.0 - pl)
+        else:
+            p_sets = np.full(k, 1.0 - pl)  # binocp: every other label at 1 - pl
+        out[j] = reaches(pl, p_sets, float(targets[j]), sigma)
+    return out
+
+
+def next_radii(radius_so_far: np.ndarray, radii: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(the smallest requested radius at or above each radius so far, whether none is left:
+    the radius so far exceeds every requested one). Certified at r means radius > r."""
+    index = np.searchsorted(radii, radius_so_far, side="left")
+    done = index >= radii.size
+    return radii[np.minimum(index, radii.size - 1)], done
+
+
+def step(
+    counts: np.ndarray,
+    candidates: np.ndarray,
+    best: np.ndarray,
+    stage: int,
+    schedule: Schedule,
+    radii: np.ndarray,
+    ks: Sequence[int],
+    sigma: float,
+    bound: str,
+    settings: Optional[Settings] = None,
+) -> Tuple[np.ndarray, bool]:
+    """One look at one example: (its best radii so far (K, len(ks)), whether it stops).
+
+    counts: (C,) the example's counts over its first schedule.sizes[stage] samples;
+    candidates: (K,) the labels to certify; best: (K, len(ks)) the best radii of the
+    earlier looks. The look certifies at its own level alpha_s (that is all validity needs);
+    the example stops at the last look, or when for every candidate and k either no
+    requested radius is left or the optimistic projection to the full budget does not
+    certify beyond the next requested one."""
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    ks = list(ks)
+    rows = np.repeat(counts[None, :], len(candidates), axis=0)
+    now = certify_counts(rows, candidates, k=ks, sigma=sigma, alpha=schedule.alphas[stage], bound=bound)
+    best = np.maximum(best, now)
+    if stage == len(schedule.sizes) - 1:
+        return best, True
+    for c, label in enumerate(candidates):
+        targets, done = next_radii(best[c], radii)
+        if done.all():
+            continue
+        reach = projected_reach(
+            counts, int(label), ks, targets, schedule.sizes[-1], schedule.alphas[-1], sigma, bound, settings
+        )
+        if np.any(reach & ~done):
+            return best, False
+    return best, True

@@ -17,11 +17,21 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .. import adaptive
-from ..stats import certify_counts
 
 
-def run(sampler, *, candidates: np.ndarray, ks: Sequence[int], sigma: float, n: int, alpha: float,
-        bound: str, radii, purpose: int, on_batch: Optional[Callable[[int], None]] = None):
+def run(
+    sampler,
+    *,
+    candidates: np.ndarray,
+    ks: Sequence[int],
+    sigma: float,
+    n: int,
+    alpha: float,
+    bound: str,
+    radii,
+    purpose: int,
+    on_batch: Optional[Callable[[int], None]] = None,
+):
     """Adaptive counts and radii for every example.
 
     candidates: (E, K) labels to certify per example (K = 1 with true labels).
@@ -57,15 +67,10 @@ def run(sampler, *, candidates: np.ndarray, ks: Sequence[int], sigma: float, n: 
         """Updates the radii of example e after its current stage; True when it stops."""
         if radii_now[0] is None:
             radii_now[0] = radii()
-        s = int(stage[e])
-        rows = np.repeat(counts[e][None, :], width, axis=0)
-        now = certify_counts(rows, candidates[e], k=list(ks), sigma=sigma, alpha=schedule.alphas[s], bound=bound)
-        np.maximum(best[e], now, out=best[e])
-        if s == len(sizes) - 1:
-            return True
-        projected = adaptive.optimistic_counts(rows, candidates[e], n, adaptive.FUTILITY)
-        reach = certify_counts(projected, candidates[e], k=list(ks), sigma=sigma, alpha=schedule.alphas[-1], bound=bound)
-        return bool(np.all(adaptive.settled(best[e], reach, radii_now[0])))
+        best[e], stop = adaptive.step(
+            counts[e], candidates[e], best[e], int(stage[e]), schedule, radii_now[0], ks, sigma, bound
+        )
+        return stop
 
     while True:
         issued: list = []
