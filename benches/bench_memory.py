@@ -34,17 +34,40 @@ PEAK = (
 def peak_kib(folder: str, examples: int, n: int) -> int:
     data = os.path.join(folder, f"data_{examples}.npz")
     rng = np.random.default_rng(0)
-    x = np.lib.format.open_memmap(os.path.join(folder, "x.npy"), mode="w+", dtype=np.float32,
-                                  shape=(examples, 3, 32, 32))
+    x = np.lib.format.open_memmap(
+        os.path.join(folder, "x.npy"), mode="w+", dtype=np.float32, shape=(examples, 3, 32, 32)
+    )
     for start in range(0, examples, 1000):  # written in pieces: the writer stays small too
-        x[start:start + 1000] = rng.random((min(1000, examples - start), 3, 32, 32), dtype=np.float32)
+        x[start : start + 1000] = rng.random((min(1000, examples - start), 3, 32, 32), dtype=np.float32)
     np.savez(data, x=x, y=rng.integers(0, 10, size=examples))
     del x
     os.remove(os.path.join(folder, "x.npy"))
     out = os.path.join(folder, f"out_{examples}.tsv")
-    command = [sys.executable, "-m", "topk_certify", "certify", "--model", os.path.join(folder, "model.py:net"),
-               "--data", data, "--sigma", "0.25", "--k", "1", "--n", str(n), "--batch-size", "1000",
-               "--seed", "0", "--device", "cpu", "--no-progress", "-o", out]
+    command = [
+        sys.executable,
+        "-m",
+        "topk_certify",
+        "certify",
+        "--model",
+        os.path.join(folder, "model.py:net"),
+        "--data",
+        data,
+        "--sigma",
+        "0.25",
+        "--k",
+        "1",
+        "--n",
+        str(n),
+        "--batch-size",
+        "1000",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "-o",
+        out,
+    ]
     done = subprocess.run([sys.executable, "-c", PEAK, *command], capture_output=True, text=True, check=True)
     code, kib = map(int, done.stdout.split())
     if code != 0:
@@ -64,9 +87,11 @@ def main() -> int:
         small = peak_kib(folder, args.examples, args.n)
         large = peak_kib(folder, 10 * args.examples, args.n)
     size = 3 * 32 * 32 * 4 * args.examples / 2**20
-    print(f"peak RSS of certify: {small / 1024:.0f} MiB on {args.examples:,} examples ({size:.0f} MiB of data), "
-          f"{large / 1024:.0f} MiB on {10 * args.examples:,} ({10 * size:.0f} MiB of data): "
-          f"{large / small:.2f}x (target <= 1.2x)")
+    print(
+        f"peak RSS of certify: {small / 1024:.0f} MiB on {args.examples:,} examples ({size:.0f} MiB of data), "
+        f"{large / 1024:.0f} MiB on {10 * args.examples:,} ({10 * size:.0f} MiB of data): "
+        f"{large / small:.2f}x (target <= 1.2x)"
+    )
     return 0
 
 

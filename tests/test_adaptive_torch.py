@@ -49,8 +49,19 @@ def inputs(num: int, seed: int = 0):
 def test_adaptive_radii_are_sound_for_top_k(bound):
     x, labels = inputs(16)
     model = IntervalClassifier()
-    res = topk_certify.certify_batch(model, x, labels, k=[1, 2, 3], sigma=SIGMA, n=20_000, alpha=1e-6,
-                                     batch_size=4000, bound=bound, seed=1, adaptive=True)
+    res = topk_certify.certify_batch(
+        model,
+        x,
+        labels,
+        k=[1, 2, 3],
+        sigma=SIGMA,
+        n=20_000,
+        alpha=1e-6,
+        batch_size=4000,
+        bound=bound,
+        seed=1,
+        adaptive=True,
+    )
     assert res.radius.shape == (16, 3)
     assert (res.radius > 0).any()
     for e in range(16):
@@ -66,8 +77,18 @@ def test_adaptive_radii_are_sound_for_top_k(bound):
 def test_n_used_is_bounded_and_adds_up_to_the_rows_run():
     x, labels = inputs(24, seed=2)
     model = IntervalClassifier()
-    res = topk_certify.certify_batch(model, x, labels, k=[1, 3], sigma=SIGMA, n=20_000, batch_size=3000,
-                                     seed=3, adaptive=True, radii=[0.0, 0.25, 0.5])
+    res = topk_certify.certify_batch(
+        model,
+        x,
+        labels,
+        k=[1, 3],
+        sigma=SIGMA,
+        n=20_000,
+        batch_size=3000,
+        seed=3,
+        adaptive=True,
+        radii=[0.0, 0.25, 0.5],
+    )
     assert res.n_used.dtype == np.int64 and res.n_used.shape == (24,)
     assert res.n_used.max() <= 20_000 and res.n_used.min() >= 1
     assert int(res.n_used.sum()) == model.rows
@@ -78,8 +99,9 @@ def test_n_used_is_bounded_and_adds_up_to_the_rows_run():
 def test_prediction_mode_accounts_for_selection_samples():
     x, labels = inputs(10, seed=4)
     model = IntervalClassifier()
-    res = topk_certify.certify_batch(model, x, k=2, sigma=SIGMA, n=10_000, n0=200, batch_size=2000, seed=5,
-                                     adaptive=True)
+    res = topk_certify.certify_batch(
+        model, x, k=2, sigma=SIGMA, n=10_000, n0=200, batch_size=2000, seed=5, adaptive=True
+    )
     assert res.labels.shape == (10, 2) and res.radius.shape == (10, 2)
     assert int(res.n_used.sum()) + 10 * 200 == model.rows  # n_used excludes the n0 selection samples
     for e in range(10):
@@ -111,7 +133,9 @@ def test_fixed_mode_reports_n_for_every_example():
 def test_bad_adaptive_arguments():
     x, labels = inputs(2)
     with pytest.raises(ValueError, match="finite"):
-        topk_certify.certify_batch(IntervalClassifier(), x, labels, sigma=SIGMA, n=1000, adaptive=True, radii=[0.1, np.inf])
+        topk_certify.certify_batch(
+            IntervalClassifier(), x, labels, sigma=SIGMA, n=1000, adaptive=True, radii=[0.1, np.inf]
+        )
     with pytest.raises(ValueError, match="cannot certify anything"):
         topk_certify.certify_batch(IntervalClassifier(), x, labels, sigma=SIGMA, n=2, adaptive=True)
     with pytest.raises(ValueError, match="adaptive"):

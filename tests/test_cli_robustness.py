@@ -165,8 +165,10 @@ def test_nonfinite_inputs_are_refused_with_the_example(tmp_path):
     assert "example 4" in one_line(certify(path, tmp_path / "out.tsv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.npz"]
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    for call in (lambda: tc.certify_batch(model, x, np.zeros(6), k=1, sigma=0.5, n=10),
-                 lambda: tc.sample_counts(model, torch.from_numpy(x), sigma=0.5, n=10, indices=range(10, 16))):
+    for call in (
+        lambda: tc.certify_batch(model, x, np.zeros(6), k=1, sigma=0.5, n=10),
+        lambda: tc.sample_counts(model, torch.from_numpy(x), sigma=0.5, n=10, indices=range(10, 16)),
+    ):
         with pytest.raises(ValueError, match=r"x\[4\].*NaN"):
             call()
     with pytest.raises(ValueError, match=r"index 14"):
@@ -206,16 +208,18 @@ def test_a_model_failing_after_the_probe_names_the_stage_and_the_run_resumes(tmp
     out = tmp_path / "out.tsv"
     line = one_line(certify(data, out, model="FailsOnFullBatch"))
     assert "the model failed on a batch of 250" in line and "out of memory" in line
-    done = cli("certify", "--model", f"{MODELS}:linear", "--data", data, *BASE, "-o", out, "--resume",
-               "--batch-size", "250")
+    done = cli(
+        "certify", "--model", f"{MODELS}:linear", "--data", data, *BASE, "-o", out, "--resume", "--batch-size", "250"
+    )
     assert done.returncode != 0 or True  # the model spec differs: refused as other settings
     assert "other settings" in one_line(done)
 
 
 def test_a_huge_batch_size_allocates_only_what_it_uses(tmp_path, data):
     out = tmp_path / "out.tsv"
-    run = cli("certify", "--model", f"{MODELS}:linear", "--data", data, *BASE, "--batch-size", "1000000000000",
-              "-o", out)
+    run = cli(
+        "certify", "--model", f"{MODELS}:linear", "--data", data, *BASE, "--batch-size", "1000000000000", "-o", out
+    )
     assert run.returncode == 0, run.stderr
     assert len(out.read_text().splitlines()) == NUM + 1
 
@@ -263,8 +267,13 @@ def test_ctrl_c_is_one_line_exit_130_at_any_moment_and_the_run_resumes(tmp_path,
     out = tmp_path / "out.tsv"
     env = dict(os.environ, TOPK_CERTIFY_TEST_DELAY="0.05")
     for delay in (0.05, 0.4, 3.0):
-        proc = subprocess.Popen(command("certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out,
-                                        "--resume"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command("certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out, "--resume"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -282,8 +291,13 @@ def test_ctrl_c_is_one_line_exit_130_at_any_moment_and_the_run_resumes(tmp_path,
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, data):
     out = tmp_path / "out.tsv"
     env = dict(os.environ, TOPK_CERTIFY_TEST_DELAY="0.1")
-    first = subprocess.Popen(command("certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out),
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        command("certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not os.path.exists(str(out) + ".lock") and time.time() < deadline:
         time.sleep(0.05)
@@ -306,8 +320,10 @@ def test_stress_concurrent_resumes_and_random_kills_end_in_the_uninterrupted_fil
     rng = np.random.default_rng(1)
     args = ["certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out, "--counts", counts, "--resume"]
     for _ in range(6):
-        procs = [subprocess.Popen(command(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(command(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         time.sleep(float(rng.uniform(0.2, 2.5)))
         for proc in procs:
             proc.kill()

@@ -162,8 +162,9 @@ def test_an_error_on_one_rank_ends_every_rank_quickly_with_one_line(tmp_path, da
     else:
         model = "FailsOnRankOne"
     start = time.time()
-    run = torchrun("-m", "topk_certify", "certify", "--model", f"{MODELS}:{model}", "--data", data, *ARGS, "-o", out,
-                   timeout=120)
+    run = torchrun(
+        "-m", "topk_certify", "certify", "--model", f"{MODELS}:{model}", "--data", data, *ARGS, "-o", out, timeout=120
+    )
     elapsed = time.time() - start
     assert run.returncode != 0
     assert elapsed < 30, f"took {elapsed:.0f} s"
