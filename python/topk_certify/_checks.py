@@ -96,6 +96,7 @@ def validate_k(k: Any, num_classes: Optional[int] = None) -> Tuple[Tuple[int, ..
     k = scalar(k)
     if isinstance(k, np.ndarray) and k.ndim != 1:
         raise TypeError(f"k must be a positive int or a 1-D sequence of ints, got an array of shape {k.shape}")
+    ks: Tuple[int, ...]
     if is_int(k):
         ks, single = (int(k),), True
     elif isinstance(k, (Sequence, np.ndarray)) and not isinstance(k, (str, bytes)):
@@ -183,14 +184,14 @@ def _object_ints(array: np.ndarray, name: str, ndim: Optional[int]) -> np.ndarra
     if all(is_int(v) for v in flat):
         values = [int(v) for v in flat]
         low, high = min(values), max(values)
-        if low >= -(2**63) and high < 2**63:
-            return np.array(values, dtype=np.int64).reshape(array.shape)
-        if low >= 0 and high < 2**64:
-            return np.array(values, dtype=np.uint64).reshape(array.shape)
+        dtype = np.int64 if low >= -(2**63) and high < 2**63 else np.uint64
+        if dtype is np.int64 or (low >= 0 and high < 2**64):
+            exact: np.ndarray = np.array(values, dtype=dtype).reshape(array.shape)
+            return exact
         bad = high if high >= 2**63 else low
         raise ValueError(f"{name} must fit in 64-bit integers, got {bad}")
     try:
-        floats = array.astype(np.float64)
+        floats: np.ndarray = array.astype(np.float64)
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"{name} must hold integers, got objects of dtype {array.dtype}") from None
     return as_int_array(floats, name, ndim)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -120,6 +120,7 @@ class _Torchrun(_Single):
     def _agree(self, work: Callable[[], T]) -> List[tuple]:
         """Every rank's (ok, value or message), after running `work` here; raises on every
         rank when it failed on any."""
+        mine: Tuple[bool, object]
         try:
             mine = (True, work())
         except Exception as exc:  # sent to every rank, raised on every rank below
@@ -213,12 +214,12 @@ def gather_results(result, indices: Sequence[int], dst: int = 0):
     if result is None and indices:
         raise ValueError(f"result is None but this rank certified {len(indices)} examples")
     payload = (indices, result)
-    boxes = [None] * dist.get_world_size() if dist.get_rank() == dst else None
-    dist.gather_object(payload, boxes, dst=dst)
-    if dist.get_rank() != dst:
+    received: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(payload, received, dst=dst)
+    if received is None:
         return None
     # A rank whose shard was empty (fewer examples than ranks) sends None.
-    boxes = [(ix, r) for ix, r in boxes if r is not None]
+    boxes = [(ix, r) for ix, r in received if r is not None]
     if not boxes:
         return None
     order = np.argsort(np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in boxes]), kind="stable")

@@ -11,7 +11,7 @@ import sys
 import threading
 
 
-def _interrupted_while_starting(signum, frame):  # type: ignore[no-untyped-def]
+def _interrupted_while_starting(signum, frame):
     sys.stderr.write("topk-certify: error: interrupted\n")
     sys.stderr.flush()
     os._exit(130)

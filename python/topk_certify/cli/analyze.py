@@ -8,6 +8,8 @@ import math
 import sys
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 from ..analysis import clean_radii, default_radii, format_envelope_report, format_file_report, plot_curves
 from ..formats.table import Results, ResultsFormatError, load_results
 from .errors import CliError
@@ -84,7 +86,7 @@ def analyze_files(
         rs = default_radii(max(float(res.radius.max()) for res in results))
     else:
         try:
-            rs = clean_radii(radii)
+            rs = np.asarray(clean_radii(radii))
         except ValueError as exc:
             raise CliError(str(exc)) from None
     if len(results) == 1:

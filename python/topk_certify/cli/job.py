@@ -134,8 +134,10 @@ def run_certify(
 
     def check():
         dev = resolve_device(torch, model, device if device is not None else ctx.device)
-        first = prepare_x(torch, source.read(selected[:1]), model, dev) if selected else None
-        num_classes = _probe_num_classes(torch, model, first) if first is not None else settings.num_classes or 2
+        # Probed on a selected example (or the first one, when nothing is selected: the run
+        # still checks the model and writes its header).
+        first = prepare_x(torch, source.read(selected[:1] or [0]), model, dev)
+        num_classes = _probe_num_classes(torch, model, first)
         _check_against_model(settings, source.labels, num_classes)
         _check_finite(source, selected)
         return dev, _open_files(settings, source, num_classes, out=out, counts=counts, resume=resume, describe=describe)
@@ -185,14 +187,14 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
         # The user's model failed: one line that names the stage.
         raise CliError(f"the model failed on a batch of {rows}: {type(exc).__name__}: {first_line(exc)}") from None
     per_example = (time.perf_counter() - start) / len(group)
-    rows = []
+    lines = []
     for j, i in enumerate(group):
         cells = [str(i), str(int(labels[j]))] + [repr(float(r)) for r in np.atleast_1d(result.radius[j])]
         if settings.adaptive:
             cells.append(str(int(result.n_used[j])))
         cells.append(f"{per_example:.4f}")
-        rows.append((cells, format_counts_line(result.counts[j], labels[j])))
-    return rows
+        lines.append((cells, format_counts_line(result.counts[j], labels[j])))
+    return lines
 
 
 def _have_tqdm() -> bool:

@@ -71,7 +71,7 @@ class RunFiles:
 
     def _create(self) -> None:
         leftover = self.counts is not None and os.path.exists(self.counts.path)
-        if leftover and not self.counts.is_unstarted():
+        if self.counts is not None and leftover and not self.counts.is_unstarted():
             raise CliError(
                 f"--counts {self.counts.path} already exists and {self.out} does not: choose another --counts file "
                 "(an existing one is only continued, with --resume, beside its own output)"

@@ -24,7 +24,7 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file heade
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-def open_npz(path: str) -> ArraySource:
+def open_npz(path: str) -> DataSource:
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             head = f.read(6)

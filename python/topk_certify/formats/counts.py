@@ -31,7 +31,7 @@ class CountsFileError(FormatError):
     """A counts file that cannot be read; the message names the file and line."""
 
 
-def _read_lines(path: str | os.PathLike) -> List[str]:
+def _read_lines(path: str | os.PathLike[str]) -> List[str]:
     name = os.fspath(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -80,7 +80,7 @@ def _parse(name: str, lines: Iterable[str]) -> Tuple[List[List[int]], Dict[str, 
     return rows, meta
 
 
-def read_counts_file(path: str | os.PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, str]]:
+def read_counts_file(path: str | os.PathLike[str]) -> Tuple[np.ndarray, np.ndarray, Dict[str, str]]:
     """(counts int64 (E, C), labels int64 (E,), header fields) from a frequency-format file."""
     name = os.fspath(path)
     rows, meta = _parse(name, _read_lines(path))
@@ -110,7 +110,7 @@ def format_counts_line(counts: np.ndarray, label: int) -> str:
     return " ".join(str(int(c)) for c in counts) + f" {int(label)}\n"
 
 
-def write_counts_file(path: str | os.PathLike, counts: np.ndarray, labels: np.ndarray, **fields: object) -> None:
+def write_counts_file(path: str | os.PathLike[str], counts: np.ndarray, labels: np.ndarray, **fields: object) -> None:
     """Writes counts in the frequency format (atomically), with a header line of `fields` if any."""
     lines = [format_header(**fields)] if fields else []
     lines += [format_counts_line(row, label) for row, label in zip(np.asarray(counts), np.asarray(labels))]

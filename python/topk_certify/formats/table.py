@@ -20,7 +20,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -236,7 +236,9 @@ def _split_lines(path: str, text: str) -> Tuple[List[str], List[str]]:
     return lines, notes
 
 
-def _header_and_rows(path: str, lines: List[str], meta: Dict[str, object], torn: bool):
+def _header_and_rows(
+    path: str, lines: List[str], meta: Dict[str, object], torn: bool
+) -> Tuple[List[str], int, List[Tuple[int, List[str]]]]:
     header: Optional[List[str]] = None
     header_line = 0
     rows: List[Tuple[int, List[str]]] = []
@@ -296,19 +298,24 @@ def load_results(path: str) -> Results:
     if not rows:
         raise ResultsFormatError(f"{path} has no finished rows (only a header)")
     parsed = _parse_rows(path, header, k_columns, rows)
-    return Results(path=path, ks=tuple(k for k, _ in k_columns), meta=meta, notes=tuple(notes), **parsed)
+    return Results(
+        path=path, ks=tuple(k for k, _ in k_columns), radius=parsed["radius"], idx=parsed["idx"],
+        labels=parsed["labels"], n=parsed["n"], time=parsed["time"], meta=meta, notes=tuple(notes),
+    )  # fmt: skip
 
 
-def _parse_rows(path: str, header: List[str], k_columns, rows) -> Dict[str, Optional[np.ndarray]]:
+def _parse_rows(
+    path: str, header: List[str], k_columns: List[Tuple[int, int]], rows: List[Tuple[int, List[str]]]
+) -> Dict[str, Any]:
     def column_of(name: str) -> Optional[int]:
         return header.index(name) if name in header else None
 
     idx_col, label_col, n_col, time_col = (column_of(c) for c in ("idx", "label", "n", "time"))
     count = len(rows)
-    radius = np.empty((count, len(k_columns)), dtype=np.float64)
-    idx = np.arange(count, dtype=np.int64)
-    labels = np.empty(count, dtype=np.int64) if label_col is not None else None
-    n = np.empty(count, dtype=np.int64) if n_col is not None else None
+    radius: np.ndarray = np.empty((count, len(k_columns)), dtype=np.float64)
+    idx: np.ndarray = np.arange(count, dtype=np.int64)
+    labels: Optional[np.ndarray] = np.empty(count, dtype=np.int64) if label_col is not None else None
+    n: Optional[np.ndarray] = np.empty(count, dtype=np.int64) if n_col is not None else None
     times: Optional[np.ndarray] = np.empty(count) if time_col is not None else None
     seen: Dict[int, int] = {}
     for row, (number, fields) in enumerate(rows):
@@ -322,13 +329,13 @@ def _parse_rows(path: str, header: List[str], k_columns, rows) -> Dict[str, Opti
             first = seen.setdefault(int(idx[row]), number)
             if first != number:
                 raise ResultsFormatError(f"{where}: idx {idx[row]} appears twice (first on line {first})")
-        if labels is not None:
+        if labels is not None and label_col is not None:
             labels[row] = _parse_int(fields[label_col], "label", where)
-        if n is not None:
+        if n is not None and n_col is not None:
             n[row] = _parse_int(fields[n_col], "n", where)
         for m, (k, column) in enumerate(k_columns):
             radius[row, m] = _parse_radius(fields[column], f"radius@{k}", where)
-        if times is not None:
+        if times is not None and time_col is not None:
             try:
                 times[row] = float(fields[time_col])
             except ValueError:
