@@ -5,10 +5,14 @@ PY      := .venv/bin/python
 PIP     := $(PY) -m pip
 STAMP_DEPS := .venv/.stamp-deps
 STAMP_EXT  := .venv/.stamp-ext
+STAMP_LINT := .venv/.stamp-lint
+# Lint tools, pinned: a new release's rules must not fail CI on unchanged code.
+LINT_TOOLS := "ruff==0.14.7" "mypy==1.19.0"
+PY_SRC     := python tests benches
 RUST_SRC   := $(shell find rust -name '*.rs') Cargo.toml pyproject.toml
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-rust test-python demo bench wheel clean
+.PHONY: help test test-rust test-python lint demo bench wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -28,6 +32,21 @@ $(STAMP_EXT): $(STAMP_DEPS) $(RUST_SRC)
 	VIRTUAL_ENV=$(CURDIR)/.venv .venv/bin/maturin develop --release -q
 	touch $@
 
+$(STAMP_LINT): | $(PY)
+	$(PIP) install -q $(LINT_TOOLS)
+	rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+	touch $@
+
+lint: $(STAMP_LINT) $(STAMP_EXT)  ## ruff (lint, format), mypy, stubtest, cargo fmt and clippy
+	.venv/bin/ruff check $(PY_SRC)
+	.venv/bin/ruff format --check $(PY_SRC)
+	.venv/bin/mypy
+	$(PY) -m mypy.stubtest topk_certify._core
+	cargo fmt --check
+	cargo clippy -q --all-targets -- -D warnings
+	PYO3_PYTHON=$(CURDIR)/$(PY) cargo clippy -q --all-targets --features python -- -D warnings
+
 test: test-rust test-python  ## run every test (cargo and pytest)
 
 test-rust:  ## cargo tests of the pure Rust core
@@ -44,6 +63,7 @@ bench: $(STAMP_EXT)  ## benchmarks (each prints ratios measured in one run)
 	$(PY) benches/bench_certify_counts.py
 	$(PY) benches/bench_sampling.py
 	$(PY) benches/bench_adaptive.py
+	$(PY) benches/bench_memory.py
 
 # The wheel links against glibc 2.28's symbol versions (zig supplies that sysroot), so it
 # runs on glibc >= 2.28: the first glibc whose exp/log are the FMA code the core was measured
