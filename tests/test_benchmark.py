@@ -186,7 +186,9 @@ def _bench_parser():
     from topk_certify.cli import bench as cli_bench
 
     parser = argparse.ArgumentParser(prog="topk-certify")
-    cli_bench.register(parser.add_subparsers(dest="command"))
+    bench = parser.add_subparsers(dest="command").add_parser(cli_bench.NAME)
+    cli_bench.add_arguments(bench)
+    bench.set_defaults(handler=cli_bench.run)
     return parser
 
 

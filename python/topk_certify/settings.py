@@ -4,7 +4,7 @@ flows down to the sampler and the statistics; the certify job builds the same ob
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ._checks import (
     check_bool,
@@ -17,6 +17,21 @@ from ._checks import (
     validate_k,
     validate_sigma,
 )
+
+# certify_batch's defaults, one place for the settings built without them.
+DEFAULTS: Dict[str, Any] = {
+    "k": 1,
+    "n": 100_000,
+    "n0": 100,
+    "alpha": 0.001,
+    "batch_size": 1000,
+    "bound": "simuem",
+    "num_classes": None,
+    "seed": None,
+    "progress": False,
+    "adaptive": False,
+    "radii": None,
+}
 
 
 @dataclass(frozen=True)
@@ -43,30 +58,21 @@ class CertifySettings:
     radii: Optional[Tuple[float, ...]]
 
     @classmethod
-    def build(
-        cls,
-        *,
-        k: Any = 1,
-        sigma: Any,
-        n: Any = 100_000,
-        n0: Any = 100,
-        alpha: Any = 0.001,
-        batch_size: Any = 1000,
-        bound: Any = "simuem",
-        num_classes: Any = None,
-        seed: Any = None,
-        progress: Any = False,
-        adaptive: Any = False,
-        radii: Any = None,
-    ) -> CertifySettings:
-        """Checks every keyword (a TypeError or ValueError naming it) before any work."""
+    def build(cls, *, sigma: Any, **keywords: Any) -> CertifySettings:
+        """Checks every keyword (a TypeError or ValueError naming it) before any work; those
+        not given take certify_batch's defaults (DEFAULTS)."""
+        unknown = sorted(set(keywords) - set(DEFAULTS))
+        if unknown:
+            raise TypeError(f"unknown settings {unknown}; the settings are sigma, {', '.join(DEFAULTS)}")
+        given = {**DEFAULTS, **keywords}
         sigma = validate_sigma(sigma)
-        n = check_int("n", n, 1)
-        alpha = validate_alpha(alpha)
-        batch_size = check_int("batch_size", batch_size, 1)
-        bound = validate_bound(bound)
-        ks, single_k = validate_k(k)
-        adaptive = check_bool("adaptive", adaptive)
+        n = check_int("n", given["n"], 1)
+        alpha = validate_alpha(given["alpha"])
+        batch_size = check_int("batch_size", given["batch_size"], 1)
+        bound = validate_bound(given["bound"])
+        ks, single_k = validate_k(given["k"])
+        adaptive = check_bool("adaptive", given["adaptive"])
+        radii = given["radii"]
         if radii is not None and not adaptive:
             raise ValueError("radii only applies to adaptive certification (adaptive=True)")
         return cls(
@@ -74,13 +80,13 @@ class CertifySettings:
             single_k=single_k,
             sigma=sigma,
             n=n,
-            n0=check_int("n0", n0, 1),
+            n0=check_int("n0", given["n0"], 1),
             alpha=alpha,
             batch_size=batch_size,
             bound=bound,
-            num_classes=check_optional_int("num_classes", num_classes, 1),
-            seed=check_seed(seed),
-            progress=check_bool("progress", progress),
+            num_classes=check_optional_int("num_classes", given["num_classes"], 1),
+            seed=check_seed(given["seed"]),
+            progress=check_bool("progress", given["progress"]),
             adaptive=adaptive,
             radii=None if radii is None else clean_radii(radii),
         )

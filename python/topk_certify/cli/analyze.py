@@ -27,17 +27,18 @@ def _radius_arg(text: str) -> float:
     return value
 
 
-def register(sub) -> None:
-    """Adds `analyze` to the command line's subparsers."""
-    parser = sub.add_parser(
-        "analyze",
-        help="certified top-k accuracy against the radius, from certify output",
-        description="Certified top-k accuracy (the share of examples whose radius@K is strictly "
-        "above r; radius 0 = not certified) at each radius r, for every radius@K column of "
-        "certify's OUT.tsv, as an aligned table in percent. With several files over the same "
-        "examples (e.g. one per sigma): a block per k with a column per file and the best "
-        "(the paper's envelope). Files with an n column (adaptive runs) also get the samples spent.",
-    )
+NAME = "analyze"
+HELP = "certified top-k accuracy against the radius, from certify output"
+DESCRIPTION = (
+    "Certified top-k accuracy (the share of examples whose radius@K is strictly "
+    "above r; radius 0 = not certified) at each radius r, for every radius@K column of "
+    "certify's OUT.tsv, as an aligned table in percent. With several files over the same "
+    "examples (e.g. one per sigma): a block per k with a column per file and the best "
+    "(the paper's envelope). Files with an n column (adaptive runs) also get the samples spent."
+)
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="OUT.tsv", help="certify output file(s)")
     parser.add_argument(
         "--radii",
@@ -51,7 +52,6 @@ def register(sub) -> None:
         metavar="FILE.png",
         help="also draw certified accuracy against the radius, one curve per k (needs matplotlib)",
     )
-    parser.set_defaults(handler=run_analyze)
 
 
 def analyze_files(
@@ -111,5 +111,5 @@ def analyze_files(
     return results
 
 
-def run_analyze(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     analyze_files(args.files, args.radii, args.plot)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["register", "run_bench"]
+__all__ = ["DESCRIPTION", "HELP", "NAME", "add_arguments", "run"]
 
 
 def _int_at_least(minimum: int):
@@ -22,17 +22,18 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def register(sub) -> None:
-    """Adds `bench` to the command line's subparsers."""
-    parser = sub.add_parser(
-        "bench",
-        help="speed of certify_counts on synthetic counts, and its ratio to the paper's algorithm",
-        description="Times certify_counts (bound simuem, sigma 0.25, alpha 0.001) on R synthetic count "
-        "rows (a dominant label and a long tail, drawn from --seed): best of 5 calls after a warm-up. "
-        "With scipy installed it also times the paper's per-example algorithm on the first B rows and "
-        "prints the ratio of the two, measured in this one run, and checks that their radii agree "
-        "(exit code 1 if not).",
-    )
+NAME = "bench"
+HELP = "speed of certify_counts on synthetic counts, and its ratio to the paper's algorithm"
+DESCRIPTION = (
+    "Times certify_counts (bound simuem, sigma 0.25, alpha 0.001) on R synthetic count "
+    "rows (a dominant label and a long tail, drawn from --seed): best of 5 calls after a warm-up. "
+    "With scipy installed it also times the paper's per-example algorithm on the first B rows and "
+    "prints the ratio of the two, measured in this one run, and checks that their radii agree "
+    "(exit code 1 if not)."
+)
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("--classes", type=_int_at_least(2), default=10, metavar="C", help="labels per row (default 10)")
     parser.add_argument("--k", type=_int_at_least(1), default=3, metavar="K", help="top-k, below C (default 3)")
     parser.add_argument(
@@ -57,10 +58,9 @@ def register(sub) -> None:
         "(default 100; 0 skips it)",
     )
     parser.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S", help="seed of the rows (default 0)")
-    parser.set_defaults(handler=run_bench)
 
 
-def run_bench(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from ..benchmark import describe_platform, run_benchmark
 
     report = run_benchmark(

@@ -9,19 +9,19 @@ from .. import distributed
 from ..settings import CertifySettings
 from .errors import CliError
 
+NAME = "certify"
+HELP = "certify a model on a data set (resumable; torchrun for several GPUs/machines)"
+DESCRIPTION = (
+    "Certified top-k radius of every example's true label, one TSV row per example "
+    "written as it finishes: idx, label, radius@K for each K, [n,] time. "
+    "Run under `torchrun --nproc-per-node N -m topk_certify certify ...` to share the work."
+)
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "certify",
-        help="certify a model on a data set (resumable; torchrun for several GPUs/machines)",
-        description="Certified top-k radius of every example's true label, one TSV row per example "
-        "written as it finishes: idx, label, radius@K for each K, [n,] time. "
-        "Run under `torchrun --nproc-per-node N -m topk_certify certify ...` to share the work.",
-    )
+
+def add_arguments(p) -> None:
     _what_flags(p)
     _sampling_flags(p)
     _file_flags(p)
-    p.set_defaults(handler=run)
 
 
 def _what_flags(p) -> None:

@@ -263,18 +263,19 @@ def _compare_timings(out_dir: str, results, *, n: int, adaptive: bool) -> str:
     return text
 
 
-def register(sub) -> None:
-    """Adds `demo` to the command line's subparsers."""
-    parser = sub.add_parser(
-        "demo",
-        help="the whole pipeline on scikit-learn's 8x8 digits (nothing downloaded)",
-        description="Trains a small MLP with Gaussian noise augmentation on scikit-learn's 8x8 "
-        "handwritten digits (cached for the next run), certifies the 500 held-out digits for "
-        "top-1, top-3 and top-5 (certify.tsv, counts.txt), and prints certified accuracy "
-        "against the radius with a plot (certified_accuracy.png). A rerun with the same settings "
-        "reuses the model and continues certify.tsv where it stopped (finished rows are kept, so "
-        "a finished run is not redone); other settings, or --fresh, start it afresh.",
-    )
+NAME = "demo"
+HELP = "the whole pipeline on scikit-learn's 8x8 digits (nothing downloaded)"
+DESCRIPTION = (
+    "Trains a small MLP with Gaussian noise augmentation on scikit-learn's 8x8 "
+    "handwritten digits (cached for the next run), certifies the 500 held-out digits for "
+    "top-1, top-3 and top-5 (certify.tsv, counts.txt), and prints certified accuracy "
+    "against the radius with a plot (certified_accuracy.png). A rerun with the same settings "
+    "reuses the model and continues certify.tsv where it stopped (finished rows are kept, so "
+    "a finished run is not redone); other settings, or --fresh, start it afresh."
+)
+
+
+def add_arguments(parser) -> None:
     parser.add_argument(
         "--out",
         metavar="DIR",
@@ -319,10 +320,9 @@ def register(sub) -> None:
         default=True,
         help="progress bar while sampling (default on)",
     )
-    parser.set_defaults(handler=run_demo_command)
 
 
-def run_demo_command(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     out_dir = args.out
     if out_dir is None:
         out_dir = os.environ.get(DIR_ENV) or DEFAULT_DIR

@@ -22,8 +22,10 @@ def build_parser() -> Parser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (radius, certify, analyze, demo, bench):
-        command.register(sub)
+    for command in (radius, certify, analyze, demo, bench):  # each: NAME, HELP, DESCRIPTION, add_arguments, run
+        one = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
+        command.add_arguments(one)
+        one.set_defaults(handler=command.run)
     return parser
 
 

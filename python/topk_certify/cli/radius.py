@@ -13,14 +13,15 @@ from ..stats import certify_counts
 from .args import check_distinct_ks, number
 from .errors import CliError
 
+NAME = "radius"
+HELP = "certified radii from a counts file (the paper's frequency format)"
+DESCRIPTION = (
+    "Certified l2 radius of each line's label in the top-k, from Monte Carlo counts "
+    "(one example a line: C counts, then the label). Output: TSV with idx (0-based line), label, radius."
+)
 
-def register(sub) -> None:
-    radius = sub.add_parser(
-        "radius",
-        help="certified radii from a counts file (the paper's frequency format)",
-        description="Certified l2 radius of each line's label in the top-k, from Monte Carlo counts "
-        "(one example a line: C counts, then the label). Output: TSV with idx (0-based line), label, radius.",
-    )
+
+def add_arguments(radius) -> None:
     radius.add_argument("counts_file", metavar="COUNTS_FILE")
     radius.add_argument(
         "--k", type=int, nargs="+", required=True, metavar="K", help="top-k; several give one radius@K column each"
@@ -31,7 +32,6 @@ def register(sub) -> None:
         "--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)"
     )
     radius.add_argument("-o", "--output", metavar="OUT", help="write the TSV here instead of stdout")
-    radius.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import ResidualBlock, projection_shortcut
 
-class Bottleneck(nn.Module):
+
+class Bottleneck(ResidualBlock):
     expansion = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
@@ -25,19 +27,12 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_planes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        self.downsample = projection_shortcut(in_planes, out_planes, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        return self.bn3(self.conv3(out))
 
 
 class ResNet50(nn.Module):
