@@ -49,7 +49,6 @@ def _reference_dir_candidates():
     yield REPO_ROOT / "reference"
     yield REPO_ROOT / "data" / "reference"
     yield REPO_ROOT.parent / "shared" / "reference"
-    yield Path("/work/shared/reference")
 
 
 def find_reference_dir() -> Path | None:

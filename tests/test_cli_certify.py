@@ -1,4 +1,4 @@
-"""End-to-end tests of `topk-certify certify` (issue 4): files, resume, refusals, errors."""
+"""End-to-end tests of `topk-certify certify`: files, resume, refusals, errors."""
 
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def test_counts_of_any_subset_match_the_full_call(n, batch_size, subset):
 
 
 def test_the_sampler_draws_the_next_m_samples_of_a_stream_whatever_the_rounds():
-    # Adaptive certification (issue 7) draws rounds of samples per example: the samples
+    # Adaptive certification draws rounds of samples per example: the samples
     # must be the same as one fixed-size draw, however the rounds cut the stream.
     x = _x(3)
     recorder = Recorder(IntervalClassifier(THRESHOLDS), keep_inputs=True)

@@ -1,4 +1,4 @@
-"""One certification across processes with torchrun on the gloo backend (issue 5)."""
+"""One certification across processes with torchrun on the gloo backend."""
 
 from __future__ import annotations
 
