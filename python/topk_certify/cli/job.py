@@ -159,13 +159,26 @@ def _certify_rounds(
     if settings.adaptive:
         chunk *= 8  # adaptive examples stop at different times: more of them share batches
     bar = samples_bar(len(todo) * settings.n) if progress and ctx.is_writer and _have_tqdm() else None
+    # The writer's own failure (a full disk, say) is raised inside the next agreed step, so
+    # the other ranks learn of it instead of waiting for a round that never comes.
+    failure: List[Exception] = []
+
+    def work(group: List[int]) -> list:
+        if failure:
+            raise failure[0]
+        return _certify_group(model, source, settings, device, group)
+
     try:
         for group in ctx.rounds(todo, chunk):
-            finished = ctx.gather_in_order(lambda group=group: _certify_group(model, source, settings, device, group))
-            for cells, line in finished:
-                files.append(cells, line)
+            finished = ctx.gather_in_order(lambda group=group: work(group))
+            try:
+                for cells, line in finished:
+                    files.append(cells, line)
+            except Exception as exc:
+                failure.append(exc)
             if bar is not None:
                 bar.update(len(finished) * settings.n)
+        ctx.together(lambda: work([]))
     finally:
         if bar is not None:
             bar.close()
