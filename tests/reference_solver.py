@@ -1,6 +1,6 @@
 """Independent reference for the tests: Clopper-Pearson bounds and the top-k radius.
 
-Written from docs (THEORY.md, Jia et al. ICLR 2020, Theorem 1) without looking at the Rust
+Written from the paper (Jia et al., ICLR 2020, Theorem 1) without looking at the Rust
 core.  Everything that matters is done in mpmath at ``DPS`` (50) significant digits:
 
 * ``beta_cdf(p, a, b)``: regularized incomplete beta I_p(a, b) by the classical continued

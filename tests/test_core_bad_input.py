@@ -176,7 +176,7 @@ def test_unknown_bound(bound, clean_error):
 
 
 def test_k_ge_C_on_empty_batch_still_rejected(clean_error):
-    # k >= C is an input error whatever the batch size (THEORY.md: never an infinite radius)
+    # k >= C is an input error whatever the batch size (never an infinite radius)
     with clean_error((ValueError,), match=r"\bk\b"):
         certify(np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64), **_kw(k=3))
 
