@@ -65,23 +65,15 @@ class Pooled(nn.Module):
 # The same network as a user's own file would build it: Cohen et al.'s NormalizeLayer (plain
 # tensor attributes, broadcast by repeat/permute) in front, the checkpoint's state_dict loaded.
 SAME_NET_FILE = """
+import sys
+
 import torch
 from topk_certify.models.cifar_resnet import CifarResNet
 
+sys.path.insert(0, {tests!r})
+from cohen_layers import CohenNormalizeLayer as NormalizeLayer
+
 CHECKPOINT = {checkpoint!r}
-
-
-class NormalizeLayer(torch.nn.Module):
-    def __init__(self, means, sds):
-        super().__init__()
-        self.means = torch.tensor(means)
-        self.sds = torch.tensor(sds)
-
-    def forward(self, x):
-        n, _, h, w = x.shape
-        means = self.means.repeat((n, h, w, 1)).permute(0, 3, 1, 2)
-        sds = self.sds.repeat((n, h, w, 1)).permute(0, 3, 1, 2)
-        return (x - means) / sds
 
 
 def net():
@@ -208,7 +200,7 @@ def test_resnet20_checkpoint_gives_the_rows_and_counts_of_the_same_net_as_a_file
 ):
     root, labels, _ = inputs
     same_net = root / "same_net.py"
-    same_net.write_text(SAME_NET_FILE.format(checkpoint=str(resnet20_checkpoint)))
+    same_net.write_text(SAME_NET_FILE.format(checkpoint=str(resnet20_checkpoint), tests=str(Path(__file__).resolve().parent)))
     common = ["--data", f"cifar10:{root / 'cifar'}", "--sigma", "0.25", "--k", "1", "3", "--n", "200"]
     common += ["--batch-size", "200", "--seed", "5", "--skip", "3"]
     tables = []

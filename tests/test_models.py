@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cohen_layers import CohenNormalizeLayer  # noqa: E402
 from topk_certify.models import (  # noqa: E402
     ARCHITECTURES,
     CIFAR10_MEAN,
@@ -23,21 +24,6 @@ from topk_certify.models import (  # noqa: E402
 )
 from topk_certify.models.cifar_resnet import CifarResNet  # noqa: E402
 from topk_certify.models.imagenet_resnet import ResNet50  # noqa: E402
-
-
-class CohenNormalizeLayer(torch.nn.Module):
-    """Cohen et al.'s NormalizeLayer: the constants are plain attributes, not buffers."""
-
-    def __init__(self, means, sds):
-        super().__init__()
-        self.means = torch.tensor(means)
-        self.sds = torch.tensor(sds)
-
-    def forward(self, x):
-        n, _, h, w = x.shape
-        means = self.means.repeat((n, h, w, 1)).permute(0, 3, 1, 2)
-        sds = self.sds.repeat((n, h, w, 1)).permute(0, 3, 1, 2)
-        return (x - means) / sds
 
 
 def randomize(module, seed):
