@@ -200,7 +200,9 @@ def test_resnet20_checkpoint_gives_the_rows_and_counts_of_the_same_net_as_a_file
 ):
     root, labels, _ = inputs
     same_net = root / "same_net.py"
-    same_net.write_text(SAME_NET_FILE.format(checkpoint=str(resnet20_checkpoint), tests=str(Path(__file__).resolve().parent)))
+    same_net.write_text(
+        SAME_NET_FILE.format(checkpoint=str(resnet20_checkpoint), tests=str(Path(__file__).resolve().parent))
+    )
     common = ["--data", f"cifar10:{root / 'cifar'}", "--sigma", "0.25", "--k", "1", "3", "--n", "200"]
     common += ["--batch-size", "200", "--seed", "5", "--skip", "3"]
     tables = []
