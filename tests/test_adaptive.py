@@ -1,4 +1,4 @@
-"""Adaptive certification (issue 7): validity under optional stopping, and the rule.
+"""Adaptive certification: validity under optional stopping, and the rule.
 
 The coverage tests drive the real adaptive loop (`smoothing.adaptive_loop.run`) with a fake
 sampler whose counts are exact multinomial draws from known smoothed probabilities, so

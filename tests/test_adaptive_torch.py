@@ -1,4 +1,4 @@
-"""certify_batch(adaptive=True) through the real sampler and a torch model (issue 7)."""
+"""certify_batch(adaptive=True) through the real sampler and a torch model."""
 
 from __future__ import annotations
 

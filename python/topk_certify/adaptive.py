@@ -58,8 +58,8 @@ class Schedule:
     sizes: Tuple[int, ...]
     alphas: Tuple[float, ...]
 
-    def __post_init__(self):
-        assert len(self.sizes) == len(self.alphas) and all(np.diff(self.sizes) > 0)
+    def __post_init__(self) -> None:
+        assert len(self.sizes) == len(self.alphas) and all(b > a for a, b in zip(self.sizes, self.sizes[1:]))
 
 
 def make_schedule(n: int, alpha: float, first: Optional[int] = None, growth: Optional[float] = None) -> Schedule:
@@ -84,7 +84,7 @@ def make_schedule(n: int, alpha: float, first: Optional[int] = None, growth: Opt
 def max_certifiable_radius(n: int, num_classes: int, k: int, sigma: float, alpha: float, bound: str) -> float:
     """The radius of an example whose n samples all fall on its label: nothing is ever
     certified beyond it with budget n at this level."""
-    counts = np.zeros((1, num_classes), dtype=np.int64)
+    counts: np.ndarray = np.zeros((1, num_classes), dtype=np.int64)
     counts[0, 0] = n
     return float(certify_counts(counts, [0], k=k, sigma=sigma, alpha=alpha, bound=bound)[0])
 
@@ -240,7 +240,7 @@ def projected_reach(
 ) -> np.ndarray:
     """Per k: whether the optimistic projection (`projected_bounds`) certifies beyond targets[k]."""
     pl, ub = projected_bounds(counts, label, max(ks), n, alpha_final, bound, settings)
-    out = np.empty(len(ks), dtype=bool)
+    out: np.ndarray = np.empty(len(ks), dtype=bool)
     for j, k in enumerate(ks):
         kept = ub[:k]  # largest first: S_t is the t smallest of these
         if bound == "simuem":
@@ -255,7 +255,7 @@ def next_radii(radius_so_far: np.ndarray, radii: np.ndarray) -> Tuple[np.ndarray
     """(the smallest requested radius at or above each radius so far, whether none is left:
     the radius so far exceeds every requested one). Certified at r means radius > r."""
     index = np.searchsorted(radii, radius_so_far, side="left")
-    done = index >= radii.size
+    done: np.ndarray = np.asarray(index >= radii.size)
     return radii[np.minimum(index, radii.size - 1)], done
 
 

@@ -67,6 +67,7 @@ def run(
         """Updates the radii of example e after its current stage; True when it stops."""
         if radii_now[0] is None:
             radii_now[0] = radii()
+        assert radii_now[0] is not None, "the radii are known once the first forward pass ran"
         best[e], stop = adaptive.step(
             counts[e], candidates[e], best[e], int(stage[e]), schedule, radii_now[0], ks, sigma, bound
         )
