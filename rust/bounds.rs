@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::beta::quantile;
 use crate::error::{CoreError, CoreResult};
+use crate::parallel;
 use crate::prob::Prob;
 
 /// Checks a (successes, trials, alpha) triple and says what is allowed when it is not.
@@ -65,8 +66,11 @@ pub fn clopper_pearson(
         let (x, n, a) = (successes[i] as u64, trials[i] as u64, alpha[i]);
         (lower(x, n, a).p, upper(x, n, a).p)
     };
-    let pairs: Vec<(f64, f64)> =
-        if parallel { (0..len).into_par_iter().map(one).collect() } else { (0..len).map(one).collect() };
+    let pairs: Vec<(f64, f64)> = if parallel::worth_it(parallel, len) {
+        (0..len).into_par_iter().map(one).collect()
+    } else {
+        (0..len).map(one).collect()
+    };
     Ok(pairs.into_iter().unzip())
 }
 

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use crate::bounds;
 use crate::error::{CoreError, CoreResult};
 use crate::int_value::IntValue;
+use crate::parallel;
 use crate::prob::Prob;
 use crate::radius::topk_radius;
 use crate::scan::{scan_row, RowScan};
@@ -83,7 +84,7 @@ pub fn certify_batch<T: IntValue>(
         certify_scan(&scan, num_classes, params, slot);
         Ok(())
     };
-    let first_error = if parallel {
+    let first_error = if parallel::worth_it(parallel, rows) {
         out.par_chunks_mut(width).enumerate().map(run).filter_map(Result::err).min_by_key(|(e, _)| *e)
     } else {
         out.chunks_mut(width).enumerate().map(run).filter_map(Result::err).next()

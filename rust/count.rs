@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::error::{CoreError, CoreResult};
 use crate::int_value::IntValue;
+use crate::parallel;
 
 /// counts[e, c] = #{j : labels[e, j] == c}. Labels outside [0, num_classes) are an error.
 pub fn count_labels<T: IntValue>(labels: ArrayView2<T>, num_classes: usize, parallel: bool) -> CoreResult<Array2<i64>> {
@@ -37,7 +38,8 @@ pub fn count_labels<T: IntValue>(labels: ArrayView2<T>, num_classes: usize, para
         }
         Ok(())
     };
-    let result: Vec<_> = if parallel {
+    // Counting a label is cheap: a row of a thousand labels is about one unit of work.
+    let result: Vec<_> = if parallel::worth_it(parallel, rows * labels.ncols() / 1024) {
         out.par_chunks_mut(num_classes).enumerate().map(count_row).collect()
     } else {
         out.chunks_mut(num_classes).enumerate().map(count_row).collect()

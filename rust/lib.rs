@@ -10,6 +10,7 @@ pub mod error;
 pub mod int_value;
 mod math;
 pub mod normal;
+mod parallel;
 pub mod prob;
 pub mod radius;
 pub mod scan;
