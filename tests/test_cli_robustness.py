@@ -336,3 +336,18 @@ def test_stress_concurrent_resumes_and_random_kills_end_in_the_uninterrupted_fil
     assert final.returncode == 0, final.stderr
     assert _rows(out) == _rows(full)
     assert counts.read_text() == full_counts.read_text()
+
+
+def test_warnings_do_not_bury_the_one_line_error(tmp_path, data):
+    model = tmp_path / "noisy.py"
+    model.write_text(
+        "import warnings\nimport torch\n"
+        "warnings.warn('this model file is deprecated', FutureWarning)\n"
+        "class Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        warnings.warn('forward is slow', UserWarning)\n"
+        "        raise RuntimeError('shape mismatch in layer 3')\n"
+    )
+    run = cli("certify", "--model", f"{model}:Net", "--data", data, *BASE, "-o", tmp_path / "out.tsv")
+    assert "shape mismatch in layer 3" in one_line(run)
+    assert "Warning" not in run.stderr
