@@ -9,7 +9,7 @@ The names below load on first use, so that the command line starts (and answers 
 before numpy and the extension are imported.
 """
 
-from typing import TYPE_CHECKING, Any, List
+from __future__ import annotations
 
 from ._version import __version__
 
@@ -32,13 +32,10 @@ _HOMES = {
     "count_labels": "stats",
 }
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .result import CertifyResult
-    from .smoothing import certify_batch, sample_counts
-    from .stats import certify_counts, clopper_pearson, count_labels
+# (No `typing` here: importing it alone would double the time before Ctrl-C is handled.)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'topk_certify' has no attribute {name!r}")
@@ -49,5 +46,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))

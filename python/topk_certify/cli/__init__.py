@@ -8,7 +8,6 @@ is one line and exit code 130, from the first moment on.
 import os
 import signal
 import sys
-import threading
 
 
 def _interrupted_while_starting(signum, frame):
@@ -17,16 +16,23 @@ def _interrupted_while_starting(signum, frame):
     os._exit(130)
 
 
-# Imports take a while (numpy, the extension): a Ctrl-C then is one line too. `main` puts
-# Python's own handler back once it runs, so that files are closed on the way out.
-if (
-    threading.current_thread() is threading.main_thread()
-    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-):
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+def _catch_early_interrupts() -> bool:
+    """Imports take a while (numpy, the extension): a Ctrl-C then is one line too. Only in the
+    main thread, and only where Python's own handler is in place (not inside an application
+    that set its own)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return False
+    try:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    except ValueError:  # not the main thread
+        return False
+    return True
+
+
+if _catch_early_interrupts():
     try:
         from .main import build_parser, main
-    finally:
+    finally:  # Python's own handler back, so that a run closes its files on the way out
         signal.signal(signal.SIGINT, signal.default_int_handler)
 else:
     from .main import build_parser, main

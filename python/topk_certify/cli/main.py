@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -30,13 +31,20 @@ def build_parser() -> Parser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs the command line (`argv`: the arguments; None: the program's own, sys.argv)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_INTERRUPTED)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code = _run(args)
     if code == 0:  # on failure the error is the one line; warnings would only bury it
         for warning in caught:
             sys.stderr.write(f"topk-certify: warning: {first_line(Exception(str(warning.message)))}\n")
+    if argv is None and code != EXIT_INTERRUPTED:
+        # The program is done and has said so: a Ctrl-C from here to the exit changes nothing.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 
 
