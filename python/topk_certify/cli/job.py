@@ -16,12 +16,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import distributed
+from .._checks import first_out_of_range
 from ..formats import table
 from ..formats.counts import CountsWriter, format_counts_line
 from ..settings import CertifySettings
 from ..smoothing.certify import certify_with
 from ..smoothing.inputs import eval_mode, import_torch, prepare_x, resolve_device
-from ..smoothing.progress import samples_bar
+from ..smoothing.progress import optional_samples_bar
 from ..smoothing.sampler import model_failure_rows
 from .args import check_distinct_ks
 from .errors import CliError, first_line
@@ -51,11 +52,9 @@ def _check_against_model(settings: CertifySettings, labels: np.ndarray, num_clas
     for k in settings.ks:
         if k >= num_classes:
             raise CliError(f"--k {k} must be below the model's number of classes {num_classes}")
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise CliError(
-            f"label {int(labels[np.argmax(bad)])} in the data is outside the model's classes [0, {num_classes})"
-        )
+    bad = first_out_of_range(labels, num_classes)
+    if bad is not None:
+        raise CliError(f"label {int(labels[bad])} in the data is outside the model's classes [0, {num_classes})")
     check_distinct_ks(settings.ks)
     if settings.adaptive:
         from ..adaptive import resolve_radii
@@ -158,7 +157,7 @@ def _certify_rounds(
     chunk = max(1, -(-settings.batch_size // settings.n))
     if settings.adaptive:
         chunk *= 8  # adaptive examples stop at different times: more of them share batches
-    bar = samples_bar(len(todo) * settings.n) if progress and ctx.is_writer and _have_tqdm() else None
+    bar = optional_samples_bar(len(todo) * settings.n) if progress and ctx.is_writer else None
     # The writer's own failure (a full disk, say) is raised inside the next agreed step, so
     # the other ranks learn of it instead of waiting for a round that never comes.
     failure: List[Exception] = []
@@ -208,11 +207,3 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
         cells.append(f"{per_example:.4f}")
         lines.append((cells, format_counts_line(result.counts[j], labels[j])))
     return lines
-
-
-def _have_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return False
-    return True

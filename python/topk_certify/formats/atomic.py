@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Sequence
 
 
 def replace_atomically(path: str, data: bytes) -> None:
@@ -23,6 +24,11 @@ def replace_atomically(path: str, data: bytes) -> None:
             os.remove(tmp)
         raise
     _sync_folder(folder)
+
+
+def write_lines_atomically(path: str, lines: Sequence[str]) -> None:
+    """`path` holds `lines`, each ended by a newline (atomically, as replace_atomically)."""
+    replace_atomically(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def _mode_for(path: str) -> int:

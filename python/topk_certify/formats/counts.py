@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .appending import AppendFile
-from .atomic import replace_atomically
+from .atomic import write_lines_atomically, write_text_atomically
 from .errors import FormatError
 
 HEADER_PREFIX = "# topk-certify counts"
@@ -114,7 +114,7 @@ def write_counts_file(path: str | os.PathLike[str], counts: np.ndarray, labels: 
     """Writes counts in the frequency format (atomically), with a header line of `fields` if any."""
     lines = [format_header(**fields)] if fields else []
     lines += [format_counts_line(row, label) for row, label in zip(np.asarray(counts), np.asarray(labels))]
-    replace_atomically(os.fspath(path), "".join(lines).encode("utf-8"))
+    write_text_atomically(os.fspath(path), "".join(lines))
 
 
 class CountsWriter:
@@ -175,7 +175,7 @@ class CountsWriter:
 
     def create(self, replace: bool = False) -> None:
         if replace:  # an unstarted file of this run (is_unstarted): written over atomically
-            replace_atomically(self.path, self.header.encode("utf-8"))
+            write_text_atomically(self.path, self.header)
             self._file.open(exclusive=False)
             return
         try:
@@ -188,7 +188,7 @@ class CountsWriter:
         """Continues the file checked by `check_resumable` (rewritten atomically first if it
         holds lines beyond the output's rows)."""
         if self._keep is not None:
-            replace_atomically(self.path, "".join(line + "\n" for line in self._keep).encode("utf-8"))
+            write_lines_atomically(self.path, self._keep)
         self._file.open(exclusive=False)
 
     def append(self, line: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from .appending import AppendFile
-from .atomic import replace_atomically, write_text_atomically
+from .atomic import write_lines_atomically, write_text_atomically
 from .errors import FormatError
 
 META_SUFFIX = ".meta.json"
@@ -93,11 +93,6 @@ def read_complete_lines(path: str) -> Tuple[List[str], bool]:
     return text.splitlines(), end < len(data)
 
 
-def drop_torn_line(path: str, lines: Sequence[str]) -> None:
-    """Rewrites `path` as its complete `lines` (atomically: the old file is never cut)."""
-    replace_atomically(path, "".join(line + "\n" for line in lines).encode("utf-8"))
-
-
 def done_indices(path: str, rows: List[List[str]]) -> Set[int]:
     done: Set[int] = set()
     for number, row in enumerate(rows, start=2):
@@ -161,7 +156,8 @@ class TableWriter:
     def reopen(self, rows: List[List[str]], torn: bool) -> None:
         """Continues the existing file after its `rows` (dropping a torn last line first)."""
         if torn:
-            drop_torn_line(self.path, ["\t".join(self.header)] + ["\t".join(row) for row in rows])
+            # the complete lines, rewritten atomically: the old file is never cut
+            write_lines_atomically(self.path, ["\t".join(self.header)] + ["\t".join(row) for row in rows])
         self._file.open(exclusive=False)
 
     def append(self, cells: Sequence[str]) -> None:

@@ -13,3 +13,11 @@ def tqdm_class():
 
 def samples_bar(total: int):
     return tqdm_class()(total=total, unit="samples", unit_scale=True, desc="certify", dynamic_ncols=True)
+
+
+def optional_samples_bar(total: int):
+    """samples_bar, or None where tqdm is not installed (the command line's bar is a nicety)."""
+    try:
+        return samples_bar(total)
+    except ImportError:
+        return None
