@@ -63,6 +63,7 @@ bench: $(STAMP_EXT)  ## benchmarks (each prints ratios measured in one run)
 	$(PY) benches/bench_certify_counts.py
 	$(PY) benches/bench_sampling.py
 	$(PY) benches/bench_adaptive.py
+	$(PY) benches/bench_adaptive.py --ceiling
 	$(PY) benches/bench_memory.py
 
 # The wheel links against glibc 2.28's symbol versions (zig supplies that sysroot), so it

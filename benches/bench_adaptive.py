@@ -25,12 +25,15 @@ Tuning: the settings in topk_certify/adaptive.py were chosen with `--split tune`
 noise seed 1. The reported numbers (`--split report`, the default) are the other 250 CIFAR-10
 examples and mixes drawn from seeds 10 and 20, noise seed 0: nothing reported was tuned on.
 
-`--sim` draws each stage's counts as a multinomial of the known probabilities instead of
+`--sim` draws each example's samples from its known probabilities instead of
 running the model (the same loop and stopping rule, which see only counts): for tuning.
 Without it, both runs go through `certify_batch` and the model, and the rows it ran are
 checked against `n_used`.
 
-Usage: python benches/bench_adaptive.py [--case cifar10 mix100 mix1000] [--split tune] [--sim]
+`--ceiling` replaces the stopping rule by a clairvoyant one that knows the fixed run's outcome
+(simulated samples): what no rule that loses nothing can beat with these looks and spending.
+
+Usage: python benches/bench_adaptive.py [--case cifar10 mix100 mix1000] [--split tune] [--sim | --ceiling]
 """
 
 from __future__ import annotations
@@ -154,36 +157,82 @@ def oracle_samples(probs, labels, fixed_radius, case: Case) -> np.ndarray:
     return out
 
 
+def sample_stream(p: np.ndarray, seed: int, e: int) -> np.ndarray:
+    """Example e's N labels in the order they are drawn: its noise stream, the same whatever
+    the looks (as in certify_batch, where an adaptive run's samples are the first n_used of
+    the fixed run's), so runs with different schedules see the same samples."""
+    rng = np.random.default_rng([seed, e])
+    cum = np.cumsum(p)
+    cum[-1] = 1.0  # a rounding shortfall must not leave draws beyond the last label
+    return np.searchsorted(cum, rng.random(N), side="right").astype(np.int32)
+
+
 class ExactSampler:
-    """Stands in for the noise sampler: the next m samples of example e are a multinomial
-    draw of its probabilities, from a generator per example (so order does not matter)."""
+    """Stands in for the noise sampler: the next m samples of example e are the next m of
+    its stream (so the order of requests does not matter)."""
 
     def __init__(self, probs: np.ndarray, seed: int):
-        self.probs = probs
-        self.rngs = [np.random.default_rng([seed, e]) for e in range(len(probs))]
+        self.probs, self.seed = probs, seed
+        self.streams: dict = {}
+        self.drawn = np.zeros(len(probs), dtype=np.int64)
         self.rows = 0
 
     def run(self, requests, on_batch=None):
         for tag, (e, _purpose, m) in enumerate(requests):
+            if e not in self.streams:
+                self.streams[e] = sample_stream(self.probs[e], self.seed, e)
+            start = self.drawn[e]
+            self.drawn[e] += m
             self.rows += m
-            yield tag, self.rngs[e].multinomial(m, self.probs[e]).astype(np.int64)
+            part = self.streams[e][start : start + m]
+            yield tag, np.bincount(part, minlength=self.probs.shape[1]).astype(np.int64)
+
+
+def stage_counts(probs: np.ndarray, seed: int):
+    """Per example, its cumulative counts at every look of the schedule (S, C)."""
+    from topk_certify import adaptive
+
+    sizes = adaptive.make_schedule(N, ALPHA).sizes
+    for e, p in enumerate(probs):
+        stream = sample_stream(p, seed, e)
+        yield np.stack([np.bincount(stream[:size], minlength=p.size) for size in sizes]).astype(np.int64)
+
+
+def ceiling(probs, labels, case: Case, seed: int, spent: bool = True):
+    """(fixed radius, rows, adaptive radius) of a clairvoyant stopping rule: each example stops
+    at the first look whose radii so far give every outcome the fixed run gets (or at the
+    last look), with each look certifying at its alpha_s (spent=True) or, invalidly, at the
+    full alpha (spent=False). No stopping rule that loses nothing stops sooner with the same
+    looks and spending, so this bounds what a better rule could save."""
+    from topk_certify import adaptive
+    from topk_certify.stats import certify_counts
+
+    schedule = adaptive.make_schedule(N, ALPHA)
+    radii, ks = np.asarray(case.radii), list(case.ks)
+    fixed, best, rows = [], [], 0
+    for e, looks in enumerate(stage_counts(probs, seed)):
+        label = [int(labels[e])]
+        final = certify_counts(looks[-1:], label, k=ks, sigma=case.sigma, alpha=ALPHA)[0]
+        wanted = final[:, None] > radii[None, :]
+        so_far = np.zeros(len(ks))
+        for s, counts in enumerate(looks):
+            level = schedule.alphas[s] if spent else ALPHA
+            so_far = np.maximum(so_far, certify_counts(counts[None], label, k=ks, sigma=case.sigma, alpha=level)[0])
+            if np.all((so_far[:, None] > radii[None, :]) >= wanted):
+                break
+        fixed.append(final)
+        best.append(so_far)
+        rows += schedule.sizes[s]
+    return np.array(fixed), rows, np.array(best)
 
 
 def simulate(probs, labels, case: Case, seed: int):
-    """(fixed radius, fixed rows, adaptive radius, adaptive rows) from multinomial counts."""
+    """(fixed radius, fixed rows, adaptive radius, adaptive rows) from simulated samples."""
     from topk_certify import adaptive
     from topk_certify.smoothing import adaptive_loop as _adaptive_sampling
     from topk_certify.stats import certify_counts
 
-    # The fixed run's counts are the sum of the stages the adaptive run would draw, from the
-    # same generators: as in certify_batch, where an adaptive run's samples are the first
-    # n_used of the fixed run's (the same noise streams).
-    sizes = np.diff([0, *adaptive.make_schedule(N, ALPHA).sizes])
-    fixed_counts = np.zeros(probs.shape, dtype=np.int64)
-    for e, p in enumerate(probs):
-        rng = np.random.default_rng([seed, e])
-        for m in sizes:
-            fixed_counts[e] += rng.multinomial(m, p)
+    fixed_counts = np.stack([looks[-1] for looks in stage_counts(probs, seed)])
     fixed = certify_counts(fixed_counts, labels, k=list(case.ks), sigma=case.sigma, alpha=ALPHA)
     radii = adaptive.resolve_radii(
         case.radii, n=N, num_classes=probs.shape[1], ks=case.ks, sigma=case.sigma, alpha=ALPHA, bound="simuem"
@@ -342,9 +391,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--split", choices=list(SPLITS), default="report")
-    parser.add_argument("--sim", action="store_true", help="multinomial counts instead of the model (for tuning)")
+    parser.add_argument("--sim", action="store_true", help="simulated samples instead of the model (for tuning)")
     parser.add_argument("--batch-size", type=int, default=4000)
     parser.add_argument("--spending", action="store_true", help="print the union bound against a confidence sequence")
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="a clairvoyant stopping rule with these looks, at each look's alpha and (invalidly) at the full alpha",
+    )
     args = parser.parse_args(argv)
     if args.spending:
         for num_classes in (10, 1000):
@@ -356,14 +410,23 @@ def main(argv=None) -> int:
         case = CASES[name]
         probs, labels = load_case(name, args.split)
         start = time.perf_counter()
+        if args.ceiling:
+            for spent in (True, False):
+                fixed, rows_a, adapt = ceiling(probs, labels, case, seed, spent)
+                # "ceiling": clairvoyant stopping, each look at its alpha_s; "at-alpha": every look
+                # (invalidly) at the full alpha, which measures what the spending costs.
+                label = f"{name} {'ceiling' if spent else 'at-alpha'}"
+                seconds = time.perf_counter() - start
+                summary[label] = report(label, case, probs, labels, fixed, N * len(labels), adapt, rows_a, seconds)
+            continue
         if args.sim:
             fixed, rows_f, adapt, rows_a = simulate(probs, labels, case, seed)
         else:
             fixed, rows_f, adapt, rows_a = run_model(probs, labels, case, seed, args.batch_size)
         summary[name] = report(name, case, probs, labels, fixed, rows_f, adapt, rows_a, time.perf_counter() - start)
-    print("\ncase      saving  oracle  share  worst loss (points)")
+    print(f"\n{'case':16} saving  oracle  share  worst loss (points)")
     for name, s in summary.items():
-        print(f"{name:8} {s['saving']:6.2f}x {s['oracle']:6.2f}x {100 * s['share']:4.0f}%  {s['loss']:.1f}")
+        print(f"{name:16} {s['saving']:6.2f}x {s['oracle']:6.2f}x {100 * s['share']:4.0f}%  {s['loss']:.1f}")
     return 0
 
 
