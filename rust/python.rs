@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use crate::certify::{self, Bound as BoundKind, Params};
 use crate::error::CoreError;
 use crate::int_value::IntValue;
-use crate::{bounds, count};
+use crate::{bounds, count, predict};
 
 /// Set in a forked child (os.register_at_fork): rayon's pool does not survive fork(),
 /// so a child of a process that used it (a DataLoader worker, say) runs sequentially.
@@ -100,6 +100,30 @@ fn count_labels<'py>(
     with_int_view2!(labels, "labels", |view| generic_count(py, view, num_classes))
 }
 
+fn generic_predict<'py, T: IntValue>(
+    py: Python<'py>,
+    view: ArrayView2<T>,
+    k: usize,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let rows = view.nrows();
+    let flat = py.detach(|| predict::predict_batch(view, k, alpha, parallel()))?;
+    let out = ndarray::Array2::from_shape_vec((rows, k), flat).expect("rows * k labels");
+    Ok(out.into_pyarray(py))
+}
+
+/// predict_counts(counts, k, alpha) -> int64 (E, k): each row's top-k labels by count, or
+/// a row of -1 where the test abstains
+#[pyfunction]
+fn predict_counts<'py>(
+    py: Python<'py>,
+    counts: &Bound<'py, PyAny>,
+    k: usize,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    with_int_view2!(counts, "counts", |view| generic_predict(py, view, k, alpha))
+}
+
 /// The (lower, upper) arrays `clopper_pearson` returns.
 type LowerUpper<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
@@ -121,6 +145,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(certify_counts, m)?)?;
     m.add_function(wrap_pyfunction!(count_labels, m)?)?;
     m.add_function(wrap_pyfunction!(clopper_pearson, m)?)?;
+    m.add_function(wrap_pyfunction!(predict_counts, m)?)?;
     m.add_function(wrap_pyfunction!(_mark_forked, m)?)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 # The extension exports exactly these (pyo3 sets its __all__ from the registered functions).
-__all__ = ["certify_counts", "count_labels", "clopper_pearson", "_mark_forked"]
+__all__ = ["certify_counts", "count_labels", "clopper_pearson", "predict_counts", "_mark_forked"]
 
 def certify_counts(
     counts: npt.NDArray[np.integer],
@@ -29,6 +29,11 @@ def clopper_pearson(
     alpha: npt.NDArray[np.float64],
 ) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """One-sided (lower, upper) bounds for equal-length 1-D arrays."""
+
+def predict_counts(counts: npt.NDArray[np.integer], k: int, alpha: float) -> npt.NDArray[np.int64]:
+    """(E, k) int64: each row's top-k labels by count (ties to the lower label), largest
+    first, or a row of -1 where the test at level alpha abstains (k = 1: Cohen et al.'s
+    PREDICT; k > 1: simultaneous Clopper-Pearson bounds), in parallel with the GIL released."""
 
 def _mark_forked() -> None:
     """Called in a forked child: compute sequentially from now on (rayon's pool is gone)."""
