@@ -187,6 +187,9 @@ class ExactSampler:
             part = self.streams[e][start : start + m]
             yield tag, np.bincount(part, minlength=self.probs.shape[1]).astype(np.int64)
 
+    def release(self, e):
+        self.streams.pop(e, None)  # a stopped example is never sampled again
+
 
 def stage_counts(probs: np.ndarray, seed: int):
     """Per example, its cumulative counts at every look of the schedule (S, C)."""

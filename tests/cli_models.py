@@ -48,6 +48,15 @@ class FailsOnFullBatch(Linear):
         return super().forward(x)
 
 
+class OutOfMemoryAbove150(Linear):
+    """Runs out of memory (torch's own error) on batches of more than 150 rows."""
+
+    def forward(self, x):
+        if x.shape[0] > 150:
+            raise torch.OutOfMemoryError("out of memory: tried to allocate 1.00 GiB")
+        return super().forward(x)
+
+
 class BoolLogits(Linear):
     def forward(self, x):
         return super().forward(x) > 0

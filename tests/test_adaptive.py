@@ -30,6 +30,9 @@ class ExactSampler:
             self.forward_rows += m
             yield tag, self.rngs[e].multinomial(m, self.probs[e]).astype(np.int64)
 
+    def release(self, e):
+        self.rngs[e] = None  # a stopped example is never sampled again
+
 
 def binary_probs(p_label: np.ndarray) -> np.ndarray:
     return np.stack([p_label, 1.0 - p_label], axis=1)

@@ -288,9 +288,14 @@ def test_image_shaped_inputs_and_a_function_as_model():
     assert counts.shape == (3, 4) and (counts[:, 2] == 100).all()
 
 
-def test_num_classes_pads_the_counts():
-    counts = tc.sample_counts(IntervalClassifier(THRESHOLDS), _x(2), sigma=1.0, n=10, num_classes=9)
-    assert counts.shape == (2, 9) and (counts[:, 5:] == 0).all()
+def test_num_classes_must_be_the_model_width():
+    counts = tc.sample_counts(IntervalClassifier(THRESHOLDS), _x(2), sigma=1.0, n=10, num_classes=5)
+    assert counts.shape == (2, 5) and (counts.sum(1) == 10).all()
+    # Wider counts would hold classes the model never outputs (and prediction would name them).
+    with pytest.raises(ValueError, match="num_classes=9 is larger than the model's output width 5"):
+        tc.sample_counts(IntervalClassifier(THRESHOLDS), _x(2), sigma=1.0, n=10, num_classes=9)
+    with pytest.raises(ValueError, match="num_classes=9 is larger"):
+        tc.certify_batch(IntervalClassifier(THRESHOLDS), _x(2), k=1, sigma=1.0, n=10, n0=5, num_classes=9)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

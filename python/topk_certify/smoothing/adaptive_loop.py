@@ -81,6 +81,8 @@ def run(
             if not decide(e):
                 stage[e] += 1
                 queue.append(e)
+            else:  # stopped: the noise its stream drew ahead is never used
+                sampler.release(e)
         if not queue:
             break
     n_used = np.array([sizes[s] for s in stage], dtype=np.int64)

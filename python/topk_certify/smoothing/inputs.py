@@ -28,10 +28,26 @@ def model_tensors(torch, model) -> list:
     return []
 
 
-def resolve_device(torch, model, device) -> torch.device:
-    """The device of the noise: `device`, or the model's (first parameter), or the CPU."""
+def _check_runnable(torch, model) -> None:
+    """Models that cannot run here as they are: said before any work."""
     if not callable(model):
         raise TypeError(f"model must be callable (a torch.nn.Module), got {type(model).__name__}")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(
+            "model is wrapped in DistributedDataParallel, which synchronizes buffers at every forward pass "
+            "(ranks that run different numbers of batches would wait for each other forever): pass model.module"
+        )
+    if isinstance(model, torch.nn.Module) and any(t.is_meta for t in model_tensors(torch, model)):
+        raise ValueError(
+            "the model has parameters on the meta device (shapes without values): load its weights first, "
+            "e.g. model.to_empty(device=...) then load_state_dict(...)"
+        )
+
+
+def resolve_device(torch, model, device) -> torch.device:
+    """The device of the noise: `device`, or the model's (first parameter), or the CPU (a model
+    without parameters cannot tell its device: pass `device` for one that runs elsewhere)."""
+    _check_runnable(torch, model)
     tensors = model_tensors(torch, model)
     if device is None:
         return tensors[0].device if tensors else torch.device("cpu")
@@ -62,14 +78,31 @@ def parse_device(torch, device) -> torch.device:
     return device
 
 
+def model_dtype(torch, model):
+    """The floating dtype of the model's first floating parameter or buffer (None without one)."""
+    return next((p.dtype for p in model_tensors(torch, model) if p.is_floating_point()), None)
+
+
+def input_dtype(torch, model, x) -> torch.dtype:
+    """The dtype the model takes: a half-precision model's own (the noise is still drawn in
+    float32 at least and cast just before the model), else x's."""
+    dtype = model_dtype(torch, model)
+    if dtype is not None and dtype.itemsize < 4 and x.dtype.itemsize >= 4:
+        return dtype
+    return x.dtype
+
+
 def _numpy_to_tensor(torch, x: np.ndarray, model):
     if x.dtype.kind != "f":
         raise TypeError(
             f"x must hold floating-point values, got a numpy array of {x.dtype}; convert "
             "it (scaled as the model expects) to float"
         )
-    # A numpy array says nothing about the torch dtype: take the model's.
-    dtype = next((p.dtype for p in model_tensors(torch, model) if p.is_floating_point()), torch.get_default_dtype())
+    # A numpy array says nothing about the torch dtype: take the model's, but never below
+    # float32 (x itself is not rounded to half precision: the noise is added to it exactly).
+    dtype = model_dtype(torch, model) or torch.get_default_dtype()
+    if dtype.itemsize < 4:
+        dtype = torch.float32
     return torch.from_numpy(x if x.flags.writeable else x.copy()).to(dtype)
 
 

@@ -10,12 +10,19 @@ Reproducibility. Every (example, purpose) pair owns a stream: a `torch.Generator
 device, seeded with a 63-bit hash of (seed, index of the example, purpose). A stream draws its
 noise in blocks of `batch_size` samples, the last one shorter so that exactly `total` samples
 are drawn, block j being the j-th draw of its generator. Forward batches are cut from these
-blocks (a block may straddle two batches: its leftover waits in the stream). So the noise of
+blocks (a block may straddle two batches or two requests: the stream keeps its generator's
+state from before the block, not the drawn rows, and draws the block again for its next
+part, so memory does not grow with the examples in flight). So the noise of
 an example depends on (seed, index, purpose, batch_size, total) and on nothing else: not on
 the other examples of the call, their order, how requests split the stream into rounds
 (adaptive rounds take "the next m samples" of a stream), or the process.
-(Bitwise equality across processes needs the same torch build and device type: CPU and CUDA
-generators give different streams.)
+(Bitwise equality across processes needs the same torch build, the same device model and the
+same batch size: CPU and CUDA generators give different streams, and CUDA's random kernels size
+their launch by the GPU's number of multiprocessors, so two GPU models draw different streams.)
+
+Exactness. The noise is drawn and added in float32 at least (float64 for float64 inputs), and
+the noisy batch is cast once to the dtype the model takes: the cast is part of the base
+classifier, so the sampled points are exactly x + N(0, sigma^2 I) in that precision.
 
 torch is imported at module level here; the rest of the front imports this module only inside
 its functions, so that `import topk_certify` works without torch.
@@ -24,37 +31,56 @@ its functions, so that `import topk_certify` works without torch.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 
 from ..stats import count_labels
+from . import inputs
+from .forward import SplittingForward, first_line, mark_model_failure, model_failure_rows
+
+__all__ = ["NoiseSampler", "SELECT", "ESTIMATE", "fresh_seed", "stream_seed", "model_failure_rows", "copy_to_host"]
 
 # Purpose ids enter the seed hash: never renumber them, or seeded results change.
 SELECT = 0  # the n0 samples that choose the candidate labels (prediction mode)
 ESTIMATE = 1  # the n samples whose counts give the bounds
 
 _MASK63 = (1 << 63) - 1
-_FAILED_BATCH = "_topk_certify_batch_rows"
 
-# What `_stage` hands `_finish`: the finished (tag, example, counts row) requests, their counts
-# on their way to the host, and the CUDA event that marks the copy (None off CUDA).
-_Staged = Tuple[List[Tuple[int, int, int]], torch.Tensor, Optional[torch.cuda.Event]]
-
-
-def _mark_model_failure(exc: BaseException, rows: int) -> None:
-    """Tags an exception raised by the model itself with the batch it failed on (the caller
-    keeps the exception's own type; the command line names the stage)."""
-    try:
-        setattr(exc, _FAILED_BATCH, rows)
-    except (AttributeError, TypeError):
-        pass
+# What `_stage` hands `_finish`: the finished requests, their counts on their way to the host,
+# and the CUDA event that marks the copy (None off CUDA).
+_Staged = Tuple[List["_Done"], torch.Tensor, Optional[torch.cuda.Event]]
 
 
-def model_failure_rows(exc: BaseException) -> Optional[int]:
-    """The batch size the model failed on, when `exc` came from the model's forward pass."""
-    return getattr(exc, _FAILED_BATCH, None)
+class _Done(NamedTuple):
+    """A request whose samples have all been counted."""
+
+    tag: int
+    example: int
+    row: int  # its row of the counts table
+    samples: int  # how many samples it asked for: its counts (with the non-finite column) sum to this
+
+
+class CountsInvariantError(RuntimeError):
+    """Counts that do not add up to the samples drawn: a bug or a device fault, never a certificate."""
+
+
+def copy_to_host(counts: torch.Tensor, cuda=None) -> Tuple[torch.Tensor, Optional[object]]:
+    """(host copy of `counts`, event marking its arrival, or None when the copy is done).
+
+    On CUDA the copy is queued, without waiting, on the current stream of the GPU that holds
+    the counts (which need not be the current GPU), and the event is recorded on that same
+    stream: an event recorded on the current device's stream would not wait for it.
+    """
+    if counts.device.type != "cuda":
+        return counts.cpu(), None
+    cuda = torch.cuda if cuda is None else cuda
+    stream = cuda.current_stream(counts.device)
+    host = counts.to("cpu", non_blocking=True)
+    event = cuda.Event()
+    event.record(stream)
+    return host, event
 
 
 def fresh_seed() -> int:
@@ -75,30 +101,42 @@ def stream_seed(seed: int, index: int, purpose: int) -> int:
 class _Stream:
     """The noise of one example for one purpose: blocks drawn from its own generator."""
 
-    __slots__ = ("generator", "block", "undrawn", "leftover")
+    __slots__ = ("generator", "block", "undrawn", "partial")
 
     def __init__(self, seed: int, total: int, block: int, device: torch.device):
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         self.block = block
         self.undrawn = total  # samples not yet drawn from the generator
-        self.leftover: Optional[torch.Tensor] = None  # drawn rows (x + noise) not yet used
+        # A block partly used: (generator state before it, its size, rows of it used).
+        self.partial: Optional[Tuple[torch.Tensor, int, int]] = None
 
     def available(self) -> int:
-        return self.undrawn + (0 if self.leftover is None else self.leftover.shape[0])
+        return self.undrawn + (0 if self.partial is None else self.partial[1] - self.partial[2])
+
+    def close(self) -> None:
+        """Frees the generator; the stream can never be drawn again (a fresh stream of the
+        same seed would repeat its noise)."""
+        self.generator = None
+        self.undrawn = 0
+        self.partial = None
 
 
 class _Request:
     """A request being packed into batches: the samples of its stream still to place."""
 
-    __slots__ = ("tag", "example", "stream", "left", "row")
+    __slots__ = ("tag", "example", "stream", "samples", "left", "row")
 
-    def __init__(self, tag: int, example: int, stream: _Stream, left: int, row: int):
+    def __init__(self, tag: int, example: int, stream: _Stream, samples: int, row: int):
         self.tag = tag  # its ordinal in the requests
         self.example = example
         self.stream = stream
-        self.left = left  # samples not yet placed in a batch
+        self.samples = samples
+        self.left = samples  # samples not yet placed in a batch
         self.row = row  # its row of the counts table
+
+    def done(self) -> _Done:
+        return _Done(self.tag, self.example, self.row, self.samples)
 
 
 class NoiseSampler:
@@ -106,7 +144,8 @@ class NoiseSampler:
 
     Args:
         model: callable mapping a (batch, *x.shape[1:]) tensor to logits (batch, C).
-        x: (E, ...) tensor already on the device; noise is drawn in its dtype and device.
+        x: (E, ...) tensor already on the device. The noise is drawn on its device in float32,
+            or float64 when x is float64 (never in half precision: the Gaussian must be exact).
         sigma: noise level.
         batch_size: rows per forward pass (the last pass of a `run` may be shorter).
         seed: root seed (an int; see `fresh_seed`).
@@ -117,9 +156,13 @@ class NoiseSampler:
         num_classes: width of the counts; None = the model's output width.
         on_num_classes: called once with the counts width after the first forward pass
             (lets the caller validate labels and k before the long loop).
+        input_dtype: the dtype the model takes (default: a half-precision model's own, else
+            x's): each noisy batch is cast to it once, just before the forward pass.
 
-    The model is called as is: the caller sets eval mode and inference mode.
+    The model is called as is: the caller sets eval mode and inference mode. A batch that
+    runs out of memory is run in smaller pieces of the same rows (`forward.SplittingForward`).
     `forward_rows` counts the rows the model has run (padding would be included; there is none).
+    Callers that stop an example early `release` it, so its drawn noise is freed.
     """
 
     def __init__(
@@ -134,9 +177,11 @@ class NoiseSampler:
         totals: dict,
         num_classes: Optional[int] = None,
         on_num_classes: Optional[Callable[[int], None]] = None,
+        input_dtype: Optional[torch.dtype] = None,
     ):
         self.model = model
-        self.x = x
+        self.input_dtype = inputs.input_dtype(torch, model, x) if input_dtype is None else input_dtype
+        self.x = x.to(torch.promote_types(x.dtype, torch.float32))
         self.sigma = float(sigma)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -146,12 +191,15 @@ class NoiseSampler:
         self._on_num_classes = on_num_classes
         self._model_width: Optional[int] = None
         self._streams: Dict[Tuple[int, int], _Stream] = {}
+        self._released: Set[int] = set()
         self._buf: Optional[torch.Tensor] = None
+        self._scratch: Optional[torch.Tensor] = None  # where a partly used block is drawn again
         self._counts: Optional[torch.Tensor] = None  # (rows, C + 1) int64 on the device
         self._free_rows: List[int] = []
         self._next_row = 0
         self._ones: Optional[torch.Tensor] = None
         self.forward_rows = 0
+        self.forward = SplittingForward(model, x.device, self.batch_size)
         # Where to count: see _forward_and_count (tests flip it to cover both paths).
         self.count_on_host = x.device.type == "cpu"
 
@@ -163,8 +211,23 @@ class NoiseSampler:
         if stream is None:
             seed = stream_seed(self.seed, self.indices[example], purpose)
             stream = _Stream(seed, self.totals[purpose], self.batch_size, self.x.device)
+            if example in self._released:
+                stream.close()
             self._streams[key] = stream
         return stream
+
+    def release(self, example: int) -> None:
+        """Frees the noise drawn for `example` and not used (an example that stopped): its
+        streams are closed for good, so memory does not grow with the examples that stopped."""
+        self._released.add(example)
+        for purpose in self.totals:
+            stream = self._streams.pop((example, purpose), None)
+            if stream is not None:
+                stream.close()
+
+    def live_streams(self) -> int:
+        """Streams that hold a generator or drawn rows (what `release` frees)."""
+        return sum(s.generator is not None for s in self._streams.values())
 
     def _draw(self, stream: _Stream, example: int, out: torch.Tensor) -> torch.Tensor:
         """Fill `out` (a whole block) with x[example] + sigma * noise, in place.
@@ -181,7 +244,7 @@ class NoiseSampler:
         buf = self._buf
         assert buf is not None  # run allocates it before the first batch
         while rows:
-            if stream.leftover is None:
+            if stream.partial is None:
                 size = min(stream.block, stream.undrawn)
                 stream.undrawn -= size
                 if size <= rows:  # the whole block lands in this batch: draw it in place
@@ -189,12 +252,22 @@ class NoiseSampler:
                     start += size
                     rows -= size
                     continue
-                stream.leftover = self._draw(stream, example, torch.empty_like(buf[:size]))
-            use = min(rows, stream.leftover.shape[0])
-            buf[start : start + use].copy_(stream.leftover[:use])
-            stream.leftover = stream.leftover[use:] if use < stream.leftover.shape[0] else None
+                stream.partial = (stream.generator.get_state(), size, 0)
+            state, size, used = stream.partial
+            use = min(rows, size - used)
+            buf[start : start + use].copy_(self._redraw(stream, example, state, size)[used : used + use])
+            stream.partial = (state, size, used + use) if used + use < size else None
             start += use
             rows -= use
+
+    def _redraw(self, stream: _Stream, example: int, state: torch.Tensor, size: int) -> torch.Tensor:
+        """The block drawn from `state` again (into a scratch buffer shared by all streams);
+        the generator ends after it, as after the first draw."""
+        if self._scratch is None:
+            assert self._buf is not None
+            self._scratch = torch.empty_like(self._buf)
+        stream.generator.set_state(state)
+        return self._draw(stream, example, self._scratch[:size])
 
     # -- counting ---------------------------------------------------------------------------
 
@@ -233,24 +306,36 @@ class NoiseSampler:
             )
         width = out.shape[1]
         if self._model_width is None:
-            self._model_width = width
-            if self.num_classes is None:
-                self.num_classes = width
-            elif width > self.num_classes:
-                raise ValueError(f"num_classes={self.num_classes} is smaller than the model's output width {width}")
-            if self._on_num_classes is not None:
-                self._on_num_classes(self.num_classes)
+            self._check_first_width(width)
         elif width != self._model_width:
             raise ValueError(f"the model's output width changed from {self._model_width} to {width}")
 
+    def _check_first_width(self, width: int) -> None:
+        """num_classes, when given, is the model's output width: a wider table would count
+        classes the model never outputs (and predict them), a narrower one cannot hold its labels."""
+        if self.num_classes is not None and width != self.num_classes:
+            relation = "smaller" if width > self.num_classes else "larger"
+            raise ValueError(
+                f"num_classes={self.num_classes} is {relation} than the model's output width {width}: "
+                "num_classes must equal it (or be left None)"
+            )
+        self._model_width = width
+        self.num_classes = width
+        if self._on_num_classes is not None:
+            self._on_num_classes(self.num_classes)
+
     def _forward(self, rows: int):
         assert self._buf is not None  # run allocates it before the first batch
+        batch = self._buf[:rows]
+        if batch.dtype != self.input_dtype:
+            batch = batch.to(self.input_dtype)  # part of the base classifier: the noise stays exact
         try:
-            return self.model(self._buf[:rows])
+            return self.forward(batch)
         except Exception as exc:
-            if not self.forward_rows:
-                self._explain_dtype(exc)
-            _mark_model_failure(exc, rows)
+            if model_failure_rows(exc) is None:
+                if not self.forward_rows:
+                    self._explain_first_failure(exc, batch)
+                mark_model_failure(exc, rows)
             raise
 
     def _forward_and_count(self, rows: int, segments: List[Tuple[int, int, int]]) -> None:
@@ -277,31 +362,41 @@ class NoiseSampler:
             rows_of = [row for row, _, _ in segments]  # distinct: one segment per request
             counts.numpy()[rows_of] += per_segment.reshape(len(segments), width)
             return
-        # On an accelerator: count on the device, one index_add_ per (request, batch)
-        # segment. No host round trip and no sync (torch.bincount syncs on CUDA: it reads
-        # the largest label to size its output).
+        # On an accelerator: count on the device, one index_add_ into the flattened table at
+        # row * width + label. No sync (torch.bincount syncs on CUDA: it reads the largest
+        # label to size its output).
         if self._ones is None:
-            self._ones = torch.ones(self._buf.shape[0], dtype=torch.int64, device=out.device)
-        for row, a, b in segments:
-            counts[row].index_add_(0, labels[a:b], self._ones[: b - a])
+            self._ones = torch.ones(self._buf.shape[0], dtype=torch.int64, device=labels.device)
+        lengths = [b - a for _, a, b in segments]
+        offsets = np.repeat(np.array([row for row, _, _ in segments], dtype=np.int64) * width, lengths)
+        flat = labels + torch.from_numpy(offsets).to(labels.device, non_blocking=True)
+        counts.view(-1).index_add_(0, flat, self._ones[:rows])
 
-    def _explain_dtype(self, exc: Exception) -> None:
-        """On the first forward pass, an input of another dtype than the model's parameters
-        (float64 data into a float32 model, say) fails: say so plainly."""
+    def _explain_first_failure(self, exc: Exception, batch: torch.Tensor) -> None:
+        """On the first forward pass, a failure that comes from how the model was called, not
+        from the model, is said plainly: an input of another dtype than the model's parameters
+        (float64 data into a float32 model, say), or a model without parameters (so its device
+        could not be seen) that expects its inputs on another device."""
+        if not isinstance(exc, RuntimeError):
+            return
+        first = first_line(exc)
         params = getattr(self.model, "parameters", None)
-        dtypes = {p.dtype for p in params() if p.is_floating_point()} if callable(params) else set()
-        assert self._buf is not None  # the batch that failed
-        if isinstance(exc, RuntimeError) and dtypes and self._buf.dtype not in dtypes:
+        tensors = list(params()) if callable(params) else []
+        dtypes = {p.dtype for p in tensors if p.is_floating_point()}
+        if dtypes and batch.dtype not in dtypes:
             names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-            have = str(self._buf.dtype).replace("torch.", "")
+            have = str(batch.dtype).replace("torch.", "")
             raise TypeError(
-                f"x is {have} but the model's parameters are {names}, and the model failed on it "
-                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
-                f"pass x in the model's dtype (e.g. x.to({next(iter(sorted(dtypes, key=str)))})) "
-                "or convert the model"
+                f"x is {have} but the model's parameters are {names}, and the model failed on it ({first}); "
+                f"pass x in the model's dtype (e.g. x.to({next(iter(sorted(dtypes, key=str)))})) or convert the model"
+            ) from exc
+        if not tensors and "device" in first.lower():
+            raise ValueError(
+                f"the model failed on inputs on {batch.device} ({first}); it has no parameters that tell its "
+                "device, so pass device= (e.g. device='cuda:0') where it runs"
             ) from exc
 
-    def _stage(self, done: List[Tuple[int, int, int]]) -> Optional[_Staged]:
+    def _stage(self, done: List[_Done]) -> Optional[_Staged]:
         """Start bringing the counts of requests finished in this batch to the host.
 
         On CUDA the copy is queued (into pinned memory) behind this batch and an event
@@ -313,17 +408,13 @@ class NoiseSampler:
             return None
         counts = self._counts
         assert counts is not None  # a request finished, so a batch was counted
-        rows = [row for _, _, row in done]
-        stacked = torch.stack([counts[r] for r in rows])
-        for r in rows:
-            counts[r].zero_()
+        rows = [d.row for d in done]
+        where = torch.tensor(rows, dtype=torch.int64).to(counts.device, non_blocking=True)
+        stacked = counts.index_select(0, where)
+        counts.index_fill_(0, where, 0)
         self._free_rows.extend(rows)
-        if stacked.device.type == "cuda":
-            host = stacked.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            return done, host, event
-        return done, stacked.cpu(), None
+        host, event = copy_to_host(stacked)
+        return done, host, event
 
     def _finish(self, staged: Optional[_Staged]) -> List[Tuple[int, np.ndarray]]:
         """(tag, counts) of staged requests; an error if an example saw non-finite outputs."""
@@ -333,14 +424,20 @@ class NoiseSampler:
         if event is not None:
             event.synchronize()
         result = []
-        for (tag, example, _), counts in zip(done, host.numpy()):
+        for request, counts in zip(done, host.numpy()):
+            where = f"example {request.example}"
+            if self.indices[request.example] != request.example:
+                where += f" (index {self.indices[request.example]})"
+            total = int(counts.sum())
+            if total != request.samples:
+                raise CountsInvariantError(
+                    f"internal error: the counts of {where} add up to {total} but {request.samples} samples were "
+                    "drawn; no certificate is issued from them (please report this, with the device and torch version)"
+                )
             bad = int(counts[-1])
             if bad:
-                where = f"example {example}"
-                if self.indices[example] != example:
-                    where += f" (index {self.indices[example]})"
                 raise ValueError(f"the model's output is NaN or infinite on {bad} noisy sample(s) of {where}")
-            result.append((tag, counts[:-1].copy()))
+            result.append((request.tag, counts[:-1].copy()))
         return result
 
     # -- the loop ---------------------------------------------------------------------------
@@ -367,6 +464,7 @@ class NoiseSampler:
             # small call allocates only what it can use (the batches themselves are the same).
             rows = min(self.batch_size, self.x.shape[0] * sum(self.totals.values()))
             self._buf = torch.empty((rows, *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device)
+            self.forward.full = self.forward.fit = rows
         buf = self._buf
         pending = iter(enumerate(requests))
         current: Optional[_Request] = None
@@ -374,7 +472,7 @@ class NoiseSampler:
         while True:
             filled = 0
             segments: List[Tuple[int, int, int]] = []  # (counts row, first, end) in the batch
-            finished: List[Tuple[int, int, int]] = []  # (tag, example, counts row)
+            finished: List[_Done] = []
             while filled < buf.shape[0]:
                 if current is None:
                     nxt = next(pending, None)
@@ -395,8 +493,8 @@ class NoiseSampler:
                 current.left -= rows
                 if current.left == 0:
                     if current.stream.available() == 0:  # exhausted: free its generator, but keep
-                        current.stream.generator = None  # the stream so it is never drawn again
-                    finished.append((current.tag, current.example, current.row))
+                        current.stream.close()  # the stream so it is never drawn again
+                    finished.append(current.done())
                     current = None
             if filled == 0:
                 break
