@@ -82,24 +82,38 @@ class _Single:
         return work()
 
 
-class _Torchrun(_Single):
-    """The context of one rank under torchrun (torch.distributed initialised here)."""
+def rank_device(torch, device: str = "auto"):
+    """This rank's device for a `--device` name: `auto`/`cuda` give cuda:LOCAL_RANK when there
+    are GPUs (auto: else the CPU), `cuda:N` and `cpu` are taken as they are."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if device in ("auto", "cuda"):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(device)
 
-    def __init__(self):
+
+def _supports_device_id(torch) -> bool:
+    """init_process_group(device_id=...) exists from torch 2.3 on."""
+    import inspect
+
+    return "device_id" in inspect.signature(torch.distributed.init_process_group).parameters
+
+
+class _Torchrun(_Single):
+    """The context of one rank under torchrun (torch.distributed initialised here). The
+    backend follows the rank's device: NCCL for a GPU (made the current one), gloo for the CPU."""
+
+    def __init__(self, device_name: str = "auto"):
         import torch
         import torch.distributed as dist
 
         self.dist = dist
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local_rank)
+        device = rank_device(torch, device_name)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
             torch.cuda.set_device(device)
-            backend = "nccl"
-        else:
-            device = torch.device("cpu")
-            backend = "gloo"
         if not dist.is_initialized():
-            if backend == "nccl":
+            if backend == "nccl" and _supports_device_id(torch):
                 dist.init_process_group(backend, device_id=device, timeout=_timeout())
             else:
                 dist.init_process_group(backend, timeout=_timeout())
@@ -168,11 +182,12 @@ class _Torchrun(_Single):
 _CONTEXT: Optional[_Single] = None
 
 
-def context() -> _Single:
-    """This process's context: torchrun's when launched by it, else a single process."""
+def context(device: str = "auto") -> _Single:
+    """This process's context: torchrun's when launched by it, else a single process.
+    `device` is the command line's --device (it decides the backend: gloo for the CPU)."""
     global _CONTEXT
     if _CONTEXT is None:
-        _CONTEXT = _Torchrun() if world_size_from_env() > 1 else _Single()
+        _CONTEXT = _Torchrun(device) if world_size_from_env() > 1 else _Single()
     return _CONTEXT
 
 
@@ -202,10 +217,25 @@ def shard(indices: Sequence[int], rank: int, world_size: int, chunk: int = 1) ->
     return out
 
 
+_OBJECT_GROUPS: dict = {}
+
+
+def _objects_group(dist):
+    """A gloo group for Python objects: under NCCL, objects would be staged on the current
+    GPU, which is cuda:0 on every rank unless the caller set the device."""
+    if dist.get_backend() == "gloo":
+        return None
+    key = id(dist.group.WORLD)
+    if key not in _OBJECT_GROUPS:
+        _OBJECT_GROUPS[key] = dist.new_group(backend="gloo")
+    return _OBJECT_GROUPS[key]
+
+
 def gather_results(result, indices: Sequence[int], dst: int = 0):
     """On rank `dst`: one CertifyResult for all ranks' examples, in index order (None on
     the others). `indices` are the example indices this rank certified (its `shard`); a
-    rank whose shard is empty (fewer examples than ranks) passes result=None."""
+    rank whose shard is empty (fewer examples than ranks) passes result=None. Every rank
+    calls it; the objects travel over gloo whatever the process group's backend."""
     import torch.distributed as dist
 
     from .result import CertifyResult
@@ -215,7 +245,7 @@ def gather_results(result, indices: Sequence[int], dst: int = 0):
         raise ValueError(f"result is None but this rank certified {len(indices)} examples")
     payload = (indices, result)
     received: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == dst else None
-    dist.gather_object(payload, received, dst=dst)
+    dist.gather_object(payload, received, dst=dst, group=_objects_group(dist))
     if received is None:
         return None
     # A rank whose shard was empty (fewer examples than ranks) sends None.

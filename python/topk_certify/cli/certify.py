@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
         raise CliError("certify needs PyTorch: pip install 'topk-certify[torch]'") from None
     settings = settings_from(args)
     selection(args.skip, args.max, 0)  # the flags checked before anything is loaded
-    ctx = distributed.context()
+    ctx = distributed.context(args.device)
     failed = True
     try:
         device, source, model = ctx.together(lambda: _load(args, torch, ctx))
