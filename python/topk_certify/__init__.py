@@ -21,6 +21,9 @@ __all__ = [
     "clopper_pearson",
     "count_labels",
     "sample_counts",
+    "PredictResult",
+    "predict_batch",
+    "predict_counts",
 ]
 
 _HOMES = {
@@ -30,6 +33,9 @@ _HOMES = {
     "certify_counts": "stats",
     "clopper_pearson": "stats",
     "count_labels": "stats",
+    "PredictResult": "result",
+    "predict_batch": "smoothing",
+    "predict_counts": "stats",
 }
 
 # (No `typing` here: importing it alone would double the time before Ctrl-C is handled.)

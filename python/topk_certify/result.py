@@ -123,3 +123,71 @@ class CertifyResult:
             f"  shapes: radius {self.radius.shape}, counts {self.counts.shape}, "
             f"labels {self.labels.shape})"
         )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PredictResult:
+    """The smoothed classifier's top-k prediction for E examples, with abstentions.
+
+    Attributes:
+        labels: int64 (E, k): each example's top-k labels by count, largest first (ties to
+            the lower label), or a row of -1 where the test abstained.
+        counts: int64 (E, C), label counts of the base classifier over the n noise samples.
+        abstained: bool (E,), True where the row of labels is -1.
+        k: the size of the set.
+        sigma, alpha, n: the noise level, the allowed probability of a wrong set per example,
+            and the samples per example.
+
+    For each example, the probability that `labels` holds a set that is not a top-k set of
+    the smoothed classifier is at most alpha (docs/predict.md). The arrays are read-only.
+    """
+
+    labels: np.ndarray
+    counts: np.ndarray
+    abstained: np.ndarray
+    k: int
+    sigma: float
+    alpha: float
+    n: int
+
+    def __post_init__(self):
+        for name in ("labels", "counts", "abstained"):
+            array = np.array(getattr(self, name), copy=True)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def abstention_rate(self) -> float:
+        """The share of examples without a prediction (0.0 for no examples)."""
+        return float(self.abstained.mean()) if self.num_examples else 0.0
+
+    def contains(self, labels) -> np.ndarray:
+        """bool (E,): whether each example's predicted set holds labels[e] (False where the
+        prediction abstained). With the true labels, its mean is the accuracy of the smoothed
+        classifier as Cohen et al. report it (an abstention counts as wrong)."""
+        wanted = np.asarray(labels)
+        if wanted.shape != (self.num_examples,) or wanted.dtype.kind not in "iu":
+            raise ValueError(
+                f"labels must be {self.num_examples} integers, one per example, got shape {wanted.shape} "
+                f"of dtype {wanted.dtype}"
+            )
+        return (self.labels == wanted.astype(np.int64)[:, None]).any(axis=1) & ~self.abstained
+
+    def __repr__(self) -> str:
+        answered = self.num_examples - int(self.abstained.sum())
+        return (
+            f"PredictResult({self.num_examples} examples, {self.num_classes} classes, top-{self.k} sets, "
+            f"n={self.n} each\n"
+            f"  sigma={self.sigma:g}, alpha={self.alpha:g}\n"
+            f"  answered {answered}, abstained {self.num_examples - answered} "
+            f"({100 * self.abstention_rate:.1f}%)\n"
+            f"  shapes: labels {self.labels.shape}, counts {self.counts.shape}, abstained {self.abstained.shape})"
+        )

@@ -1,4 +1,5 @@
-"""Count-based certification: Clopper-Pearson bounds, certified top-k radii, label counts.
+"""Count-based certification: Clopper-Pearson bounds, certified top-k radii, label counts,
+and the smoothed classifier's prediction (its top-k set, or an abstention).
 
 Thin wrappers over the Rust extension: they normalise arguments (nested lists, any integer
 dtype, float arrays holding integers, broadcasting) and check them with messages that say
@@ -18,6 +19,7 @@ from ._checks import (
     as_int_array,
     first_out_of_range,
     is_int,
+    scalar,
     validate_alpha,
     validate_bound,
     validate_k,
@@ -125,3 +127,39 @@ def count_labels(labels: Any, num_classes: int) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"labels must be 1-D (n,) or 2-D (E, n), got shape {array.shape}")
     return _core.count_labels(array, int(num_classes))
+
+
+def predict_counts(counts: Any, *, k: int, alpha: float = 0.001) -> Tuple[np.ndarray, np.ndarray]:
+    """The smoothed classifier's top-k set of each row of counts, or an abstention.
+
+    counts: (E, C) label counts of n noisy forward passes per example (any integer dtype or
+        memory layout, or a nested list), C >= 2.
+    k: an int, 1 <= k < C.
+    alpha: in (0, 1), the largest allowed probability of returning a wrong set.
+    Returns (labels, abstained): labels int64 (E, k), each row the k labels with the largest
+    counts (ties to the lower label), largest first, or a row of -1 where the test abstains;
+    abstained bool (E,), True for those rows.
+
+    The test (docs/predict.md): for k = 1 Cohen et al.'s PREDICT (abstain when the two-sided
+    binomial test of the top two counts at p = 1/2 has a p-value above alpha, as
+    scipy.stats.binomtest computes it); for k > 1 the k-th count's Clopper-Pearson lower bound
+    must be above the (k+1)-th count's upper bound, both at level alpha / C. For each example,
+    the probability of returning a set that is not a top-k set of the smoothed classifier is
+    at most alpha.
+    """
+    array = as_int_array(counts, "counts", 2)
+    rows, num_classes = array.shape
+    if num_classes < 2:
+        raise ValueError(f"counts need at least 2 classes (columns), got {num_classes}")
+    k = single_k(k, num_classes)
+    labels = _core.predict_counts(array, k, validate_alpha(alpha))
+    return labels, labels[:, 0] < 0
+
+
+def single_k(k: Any, num_classes: Any = None) -> int:
+    """k as an int, 1 <= k (< C when C is given): a prediction takes one k, not a list."""
+    k = scalar(k)
+    if not is_int(k):
+        raise TypeError(f"k must be one int, 1 <= k < C (one top-k set per example), got {type(k).__name__} {k!r}")
+    validate_k(k, num_classes)
+    return int(k)

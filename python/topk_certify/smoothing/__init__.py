@@ -4,5 +4,6 @@ that importing it does not). `api` has the public functions, `certify` the proto
 of model, device and inputs."""
 
 from .api import certify_batch, sample_counts
+from .predict import predict_batch
 
-__all__ = ["certify_batch", "sample_counts"]
+__all__ = ["certify_batch", "sample_counts", "predict_batch"]
