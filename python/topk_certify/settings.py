@@ -31,7 +31,21 @@ DEFAULTS: Dict[str, Any] = {
     "progress": False,
     "adaptive": False,
     "radii": None,
+    "optimize": True,
+    "precision": "fp32",
+    "compile": False,
 }
+
+# The precisions the model may run at (autocast around its forward pass; the noise stays exact).
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: Any) -> str:
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a str, one of {PRECISIONS}; got {type(precision).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,8 @@ class CertifySettings:
     ks: the k values; single_k: k was one int (result shapes drop that axis).
     radii: the adaptive run's radii as given (sorted, without repeats), or None for the
         default (resolved once the number of classes is known).
+    optimize, precision, compile: how the model is run (smoothing/inference.py): its
+        inference form (BatchNorm folded, channels_last), autocast to bf16/fp16, torch.compile.
     """
 
     ks: Tuple[int, ...]
@@ -56,6 +72,9 @@ class CertifySettings:
     progress: bool
     adaptive: bool
     radii: Optional[Tuple[float, ...]]
+    optimize: bool = True
+    precision: str = "fp32"
+    compile: bool = False
 
     @classmethod
     def build(cls, *, sigma: Any, **keywords: Any) -> CertifySettings:
@@ -89,6 +108,9 @@ class CertifySettings:
             progress=check_bool("progress", given["progress"]),
             adaptive=adaptive,
             radii=None if radii is None else clean_radii(radii),
+            optimize=check_bool("optimize", given["optimize"]),
+            precision=check_precision(given["precision"]),
+            compile=check_bool("compile", given["compile"]),
         )
 
     @property

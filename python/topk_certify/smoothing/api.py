@@ -29,6 +29,9 @@ def sample_counts(
     seed: Optional[int] = None,
     device=None,
     indices=None,
+    optimize: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> np.ndarray:
     """Count the base classifier's labels on n noisy copies of each input.
 
@@ -59,11 +62,33 @@ def sample_counts(
         indices: the example numbers that key the noise (E non-negative ints, default 0..E-1).
             Pass the positions of the examples in the whole data set so that a subset, a
             shard or a resumed run draws the same noise as one big call.
+        optimize: run the model's inference form, built once per call on a copy: BatchNorm
+            folded into the convolution or linear layer before it, channels_last for 4-D
+            inputs. It differs from the module as given only by floating-point rounding, and
+            is checked against it on a probe batch of noisy inputs first (any label or logit
+            that differs: the module runs as given, with a warning). A model that cannot be
+            traced (data-dependent control flow, hooks, TorchScript, a plain callable) or
+            whose forward changes its own attributes runs as given. The noise is the same.
+        precision: "fp32" (default), "bf16" or "fp16": autocast around the model's forward
+            pass only (the noise is drawn and added as before; logits come back as float32).
+            The certificate is then the reduced-precision model's. fp16 is refused on the CPU.
+        compile: torch.compile the model (CUDA graphs on CUDA) on one static batch shape
+            (a shorter batch is padded and the padding never counted); refused where
+            torch.compile cannot run.
 
     Returns:
         int64 array (E, C), each row summing to n.
     """
-    settings = CertifySettings.build(sigma=sigma, n=n, num_classes=num_classes, batch_size=batch_size, seed=seed)
+    settings = CertifySettings.build(
+        sigma=sigma,
+        n=n,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        seed=seed,
+        optimize=optimize,
+        precision=precision,
+        compile=compile,
+    )
     torch, x, indices, _ = prepare(model, x, None, settings, device, indices)
     from .sampler import ESTIMATE
 
@@ -90,6 +115,9 @@ def certify_batch(
     indices=None,
     adaptive: bool = False,
     radii=None,
+    optimize: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> CertifyResult:
     """Certified top-k radii of the Gaussian-smoothed `model` around each input.
 
@@ -110,8 +138,8 @@ def certify_batch(
     each reported radius is valid, for perturbations of l2 norm strictly below it.
 
     Args:
-        model, x, sigma, num_classes, batch_size, seed, device, indices: as in
-            `sample_counts`.
+        model, x, sigma, num_classes, batch_size, seed, device, indices, optimize,
+            precision, compile: as in `sample_counts`.
         labels: None, or E ints (tensor, array or list) in [0, C).
         k: an int in [1, C), or a sequence of them.
         n: certification samples per example.
@@ -147,5 +175,8 @@ def certify_batch(
         progress=progress,
         adaptive=adaptive,
         radii=radii,
+        optimize=optimize,
+        precision=precision,
+        compile=compile,
     )
     return certify_with(model, x, labels, settings, device=device, indices=indices)

@@ -43,11 +43,14 @@ class _ClassCheck:
 
 
 def make_sampler(model, x, settings: CertifySettings, indices: Sequence[int], on_num_classes=None):
-    from . import sampler
+    """The sampler of one call, running the model's inference form (`inference.runner_for`:
+    built and checked on a probe batch here, before the long loop; the module itself is
+    untouched, and eval mode and inference mode on it stay with `count_plan`)."""
+    from . import inference, sampler
 
     seed = sampler.fresh_seed() if settings.seed is None else settings.seed
     return sampler.NoiseSampler(
-        model,
+        inference.runner_for(model, x, settings),
         x,
         sigma=settings.sigma,
         batch_size=settings.batch_size,
