@@ -368,7 +368,7 @@ class NoiseSampler:
         if self._ones is None:
             self._ones = torch.ones(self._buf.shape[0], dtype=torch.int64, device=labels.device)
         lengths = [b - a for _, a, b in segments]
-        offsets = np.repeat(np.array([row for row, _, _ in segments], dtype=np.int64) * width, lengths)
+        offsets: np.ndarray = np.repeat(np.array([row for row, _, _ in segments], dtype=np.int64) * width, lengths)
         flat = labels + torch.from_numpy(offsets).to(labels.device, non_blocking=True)
         counts.view(-1).index_add_(0, flat, self._ones[:rows])
 
