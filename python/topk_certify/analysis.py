@@ -1,4 +1,6 @@
-"""Certified top-k accuracy against the radius, from certify's OUT files (`formats.table`).
+"""Certified top-k accuracy against the radius, from certify's OUT files (`formats.table`),
+and the accuracy and abstention rate of the smoothed classifier's predictions, from
+predict's OUT files (`formats.predictions`).
 
 Certified top-k accuracy at radius r is the fraction of examples whose radius@K is strictly
 above r (the certificate covers perturbations of norm strictly below the radius, and a radius
@@ -19,11 +21,13 @@ matplotlib is needed only for `plot_curves` (imported when called).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ._checks import clean_radii
+from .formats.predictions import Predictions
 from .formats.table import Results
 
 __all__ = [
@@ -36,6 +40,9 @@ __all__ = [
     "format_envelope_report",
     "format_samples",
     "plot_curves",
+    "PredictionSummary",
+    "summarize_predictions",
+    "format_predictions_report",
 ]
 
 RADIUS_STEP = 0.25
@@ -222,6 +229,65 @@ def format_envelope_report(results: Sequence[Results], rs, n_max: Optional[int] 
         values.append(best[:, m])
         parts.append(f"\ntop-{k}\n" + _table(columns, rs, np.stack(values, axis=1)))
     return "\n".join(parts)
+
+
+# -- predictions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What a predict OUT says about the smoothed classifier.
+
+    accuracy: the share of all examples whose predicted set holds the true label (an
+        abstention counts as wrong: Cohen et al.'s accuracy of the smoothed classifier);
+    abstention_rate: the share of examples without a prediction;
+    answered_accuracy: the accuracy among the examples with a prediction (None if none).
+    """
+
+    examples: int
+    answered: int
+    correct: int
+    k: Optional[int]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.examples
+
+    @property
+    def abstention_rate(self) -> float:
+        return (self.examples - self.answered) / self.examples
+
+    @property
+    def answered_accuracy(self) -> Optional[float]:
+        return self.correct / self.answered if self.answered else None
+
+
+def summarize_predictions(pred: Predictions) -> PredictionSummary:
+    """Counts of a parsed predict OUT (at least one example, as the reader guarantees)."""
+    if pred.num_examples == 0:
+        raise ValueError(f"{pred.path} has no examples to summarize")
+    answered = pred.num_examples - int(pred.abstained.sum())
+    return PredictionSummary(pred.num_examples, answered, int(pred.correct.sum()), pred.k)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}% ({part} of {whole})"
+
+
+def format_predictions_report(pred: Predictions) -> str:
+    """A predict OUT's accuracy, abstention rate and accuracy among answered examples."""
+    s = summarize_predictions(pred)
+    size = f"top-{s.k} sets" if s.k is not None else "no set returned"
+    lines = [
+        f"{pred.path}: {s.examples} examples, predictions of the smoothed classifier ({size})",
+        f"  accuracy (true label in the set; abstaining counts as wrong): {_share(s.correct, s.examples)}",
+        f"  abstained: {_share(s.examples - s.answered, s.examples)}",
+        "  accuracy when answering: " + (_share(s.correct, s.answered) if s.answered else "-"),
+    ]
+    if pred.time is not None:
+        total = float(pred.time.sum())
+        lines.append(f"  time: {total:.1f} s in all, {1000.0 * total / s.examples:.1f} ms per example")
+    return "\n".join(lines)
 
 
 # -- plot ---------------------------------------------------------------------------------------
