@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "python" / "topk_certify"
 # Where torch may be imported: the torch front and the torch-facing loaders.
 TORCH_FRONT = ("smoothing", "models", "datasets", "distributed", "digits")
 # Public functions whose signatures keep their keywords (and the settings that mirror them).
-PUBLIC_SIGNATURES = {"certify_batch", "sample_counts", "build", "run_benchmark"}
+PUBLIC_SIGNATURES = {"certify_batch", "sample_counts", "predict_batch", "build", "run_benchmark"}
 MAX_LINES = 80
 MAX_PARAMETERS = 10
 
