@@ -90,6 +90,28 @@ def _sampling_flags(p) -> None:
         metavar="R",
         help="radii the adaptive run must decide (default: multiples of 0.25)",
     )
+    _inference_flags(p)
+
+
+def _inference_flags(p) -> None:
+    """How the model is run (smoothing/inference.py); the certificate is the model's as run."""
+    p.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="run the model exactly as given (default: BatchNorm folded and channels_last, on a copy, "
+        "checked against the model on a probe batch first)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast the model's forward pass (default fp32); the certificate is then the reduced-precision "
+        "model's; fp16 is refused on the CPU",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (CUDA graphs on CUDA; compiles once per run)"
+    )
 
 
 def _file_flags(p) -> None:
@@ -124,6 +146,9 @@ def settings_from(args: argparse.Namespace) -> CertifySettings:
             seed=args.seed,
             adaptive=args.adaptive,
             radii=args.radii,
+            optimize=args.optimize,
+            precision=args.precision,
+            compile=args.compile,
         )
     except (TypeError, ValueError) as exc:
         raise CliError(_flag_names(str(exc))) from None
@@ -182,6 +207,17 @@ def _load(args: argparse.Namespace, torch, ctx):
     return device, source, model
 
 
+def _check_runnable(settings: CertifySettings, device) -> None:
+    """--precision and --compile refused before any file is written where they cannot run."""
+    from ..smoothing.inference import check_runnable
+
+    try:
+        check_runnable(settings.precision, settings.compile, device)
+    except ValueError as exc:
+        message = str(exc).replace('precision="fp16"', "--precision fp16").replace("compile=True", "--compile")
+        raise CliError(message.replace("compile=False", "no --compile")) from None
+
+
 def run(args: argparse.Namespace) -> None:
     from ..smoothing.inputs import import_torch
     from .job import run_certify
@@ -196,6 +232,7 @@ def run(args: argparse.Namespace) -> None:
     failed = True
     try:
         device, source, model = ctx.together(lambda: _load(args, torch, ctx))
+        _check_runnable(settings, device)
         describe = {"model": args.model, "data": args.data, "skip": args.skip, "max": args.max}
         run_certify(
             model,

@@ -379,7 +379,11 @@ def runner_for(model: Any, x: torch.Tensor, settings: Any) -> Callable:
     check_runnable(s.precision, s.compile, x.device)
     if not s.optimize and s.precision == "fp32" and not s.compile:
         return model
-    as_given = Runner(model, model, channels_last=False, precision=s.precision, device=x.device)
+    as_given = (
+        model
+        if s.precision == "fp32"
+        else Runner(model, model, channels_last=False, precision=s.precision, device=x.device)
+    )
     if not s.optimize and not s.compile:
         return as_given
     static_rows = min(s.batch_size, x.shape[0] * (s.n0 + s.n)) if s.compile else None
