@@ -10,9 +10,10 @@ Reproducibility. Every (example, purpose) pair owns a stream: a `torch.Generator
 device, seeded with a 63-bit hash of (seed, index of the example, purpose). A stream draws its
 noise in blocks of `batch_size` samples, the last one shorter so that exactly `total` samples
 are drawn, block j being the j-th draw of its generator. Forward batches are cut from these
-blocks (a block may straddle two batches or two requests: the stream keeps its generator's
-state from before the block, not the drawn rows, and draws the block again for its next
-part, so memory does not grow with the examples in flight). So the noise of
+blocks (a block may straddle two batches: its drawn rows wait for the next batch; or two
+requests: between requests the stream keeps only its generator's state from before the block
+and draws the block again for its next part, so memory does not grow with the examples in
+flight). So the noise of
 an example depends on (seed, index, purpose, batch_size, total) and on nothing else: not on
 the other examples of the call, their order, how requests split the stream into rounds
 (adaptive rounds take "the next m samples" of a stream), or the process.
@@ -101,7 +102,7 @@ def stream_seed(seed: int, index: int, purpose: int) -> int:
 class _Stream:
     """The noise of one example for one purpose: blocks drawn from its own generator."""
 
-    __slots__ = ("generator", "block", "undrawn", "partial")
+    __slots__ = ("generator", "block", "undrawn", "partial", "drawn")
 
     def __init__(self, seed: int, total: int, block: int, device: torch.device):
         self.generator = torch.Generator(device=device)
@@ -110,6 +111,7 @@ class _Stream:
         self.undrawn = total  # samples not yet drawn from the generator
         # A block partly used: (generator state before it, its size, rows of it used).
         self.partial: Optional[Tuple[torch.Tensor, int, int]] = None
+        self.drawn: Optional[torch.Tensor] = None  # that block's rows, kept while its request lasts
 
     def available(self) -> int:
         return self.undrawn + (0 if self.partial is None else self.partial[1] - self.partial[2])
@@ -120,6 +122,7 @@ class _Stream:
         self.generator = None
         self.undrawn = 0
         self.partial = None
+        self.drawn = None
 
 
 class _Request:
@@ -193,7 +196,7 @@ class NoiseSampler:
         self._streams: Dict[Tuple[int, int], _Stream] = {}
         self._released: Set[int] = set()
         self._buf: Optional[torch.Tensor] = None
-        self._scratch: Optional[torch.Tensor] = None  # where a partly used block is drawn again
+        self._scratch: Optional[torch.Tensor] = None  # the block of the request being placed
         self._counts: Optional[torch.Tensor] = None  # (rows, C + 1) int64 on the device
         self._free_rows: List[int] = []
         self._next_row = 0
@@ -254,15 +257,21 @@ class NoiseSampler:
                     continue
                 stream.partial = (stream.generator.get_state(), size, 0)
             state, size, used = stream.partial
+            if stream.drawn is None:
+                stream.drawn = self._redraw(stream, example, state, size)
             use = min(rows, size - used)
-            buf[start : start + use].copy_(self._redraw(stream, example, state, size)[used : used + use])
+            buf[start : start + use].copy_(stream.drawn[used : used + use])
             stream.partial = (state, size, used + use) if used + use < size else None
+            if stream.partial is None:
+                stream.drawn = None
             start += use
             rows -= use
 
     def _redraw(self, stream: _Stream, example: int, state: torch.Tensor, size: int) -> torch.Tensor:
-        """The block drawn from `state` again (into a scratch buffer shared by all streams);
-        the generator ends after it, as after the first draw."""
+        """The block drawn from `state` (again, for a block its last request left partly
+        used); the generator ends after it, as after the first draw. Into one scratch buffer
+        for all streams: one request is placed at a time, and a stream lets go of its block
+        when its request is placed (allocating a block per draw instead fragments the heap)."""
         if self._scratch is None:
             assert self._buf is not None
             self._scratch = torch.empty_like(self._buf)
@@ -492,6 +501,7 @@ class NoiseSampler:
                 filled += rows
                 current.left -= rows
                 if current.left == 0:
+                    current.stream.drawn = None  # its next request draws the block again
                     if current.stream.available() == 0:  # exhausted: free its generator, but keep
                         current.stream.close()  # the stream so it is never drawn again
                     finished.append(current.done())
