@@ -47,6 +47,7 @@ def make_sampler(model, x, settings: CertifySettings, indices: Sequence[int], on
     built and checked on a probe batch here, before the long loop; the module itself is
     untouched, and eval mode and inference mode on it stay with `count_plan`)."""
     from . import inference, sampler
+    from .inputs import input_dtype
 
     seed = sampler.fresh_seed() if settings.seed is None else settings.seed
     return sampler.NoiseSampler(
@@ -59,6 +60,7 @@ def make_sampler(model, x, settings: CertifySettings, indices: Sequence[int], on
         totals={sampler.SELECT: settings.n0, sampler.ESTIMATE: settings.n},
         num_classes=settings.num_classes,
         on_num_classes=on_num_classes,
+        input_dtype=input_dtype(sampler.torch, model, x),  # the user's model's: a runner has no parameters
     )
 
 
