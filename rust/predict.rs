@@ -4,12 +4,14 @@
 //! - k = 1 is Cohen et al.'s PREDICT: the two-sided exact binomial test of the top two
 //!   counts nA, nB at p = 1/2, as `scipy.stats.binomtest(nA, nA + nB, 0.5)` computes its
 //!   p-value (relative tolerance included); abstain when the p-value exceeds alpha.
-//! - k > 1: simultaneous Clopper-Pearson bounds at alpha / C each (the `simuem` bound): the
-//!   set is returned when the k-th count's lower bound is above the (k+1)-th count's upper
-//!   bound.
+//! - k > 1: the one-sided binomial test of the k-th count against the (k+1)-th given their
+//!   sum, at level alpha / (k (C - k)): a wrong set needs some label outside the true top-k
+//!   to beat one inside it in exactly this test, and there are k (C - k) such pairs. It
+//!   returns every set that simultaneous Clopper-Pearson bounds at alpha / C (the `simuem`
+//!   bound) return, and more (docs/predict.md).
 //!
-//! Both reuse the Beta tails and quantiles of `beta` and `bounds`; rows run in parallel as
-//! in `certify`, small batches on the calling thread.
+//! Both tests are Beta tails at 1/2 (`beta::tails`); rows run in parallel as in `certify`,
+//! small batches on the calling thread.
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
@@ -33,9 +35,9 @@ pub fn predict_batch<T: IntValue>(counts: ArrayView2<T>, k: usize, alpha: f64, p
     validate(num_classes, k, alpha)?;
     let mut out = vec![ABSTAIN; rows * k];
     let run = |(e, slot): (usize, &mut [i64])| -> Result<(), (usize, CoreError)> {
-        let ranked = rank_row(counts.row(e), e, k + 1).map_err(|err| (e, err))?;
-        if returns_set(&ranked, num_classes, alpha) {
-            for (label, &(_, l)) in slot.iter_mut().zip(&ranked.top) {
+        let top = rank_row(counts.row(e), e, k + 1).map_err(|err| (e, err))?;
+        if returns_set(&top, num_classes, alpha) {
+            for (label, &(_, l)) in slot.iter_mut().zip(&top) {
                 *label = l as i64;
             }
         }
@@ -64,19 +66,13 @@ fn validate(num_classes: usize, k: usize, alpha: f64) -> CoreResult<()> {
     bounds::validate_alpha(alpha)
 }
 
-/// A row's sample size and its `m` largest (count, label) pairs: counts descending, equal
-/// counts by ascending label.
-#[derive(Debug)]
-struct Ranked {
-    total: u64,
-    top: Vec<(u64, usize)>,
-}
-
 /// Above this many kept labels, a row is ranked by selection instead of insertion.
 const INSERT_MAX: usize = 33;
 
-/// Checks every count of the row (the messages of `scan`) and ranks its labels.
-fn rank_row<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<Ranked> {
+/// Checks every count of the row (the messages of `scan`: non-negative, a total that fits 64
+/// bits and is not 0) and returns its `m` largest (count, label) pairs: counts descending,
+/// equal counts by ascending label.
+fn rank_row<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<Vec<(u64, usize)>> {
     let mut total: u64 = 0;
     let mut top: Vec<(u64, usize)> = Vec::with_capacity(if m <= INSERT_MAX { m + 1 } else { row.len() });
     for (j, v) in row.iter().enumerate() {
@@ -105,28 +101,30 @@ fn rank_row<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<R
         top.truncate(m);
         top.sort_unstable_by(order);
     }
-    Ok(Ranked { total, top })
+    Ok(top)
 }
 
-/// Whether the row's top-k set (`ranked.top[..k]`, with the (k+1)-th label after it) passes
-/// the test at level alpha.
-fn returns_set(ranked: &Ranked, num_classes: usize, alpha: f64) -> bool {
-    let k = ranked.top.len() - 1;
-    let (kth, next) = (ranked.top[k - 1].0, ranked.top[k].0);
+/// Whether the row's top-k set (`top[..k]`, with the (k+1)-th label after it) passes the
+/// test at level alpha.
+fn returns_set(top: &[(u64, usize)], num_classes: usize, alpha: f64) -> bool {
+    let k = top.len() - 1;
+    let (kth, next) = (top[k - 1].0, top[k].0);
     if k == 1 {
         return !cohen_abstains(kth, next, alpha);
     }
-    simultaneous_separates(kth, next, ranked.total, alpha / num_classes as f64)
+    let pairs = k as f64 * (num_classes - k) as f64;
+    pairwise_separates(kth, next, alpha / pairs)
 }
 
-/// k > 1: the k-th count's lower bound strictly above the (k+1)-th count's upper bound, each
-/// a one-sided Clopper-Pearson bound at `alpha_each` (alpha / C). Bounds grow with the count,
-/// so this separates every label of the set from every label outside it.
-pub fn simultaneous_separates(kth: u64, next: u64, total: u64, alpha_each: f64) -> bool {
+/// k > 1: whether P[Bin(kth + next, 1/2) >= kth] <= alpha_pair, the one-sided binomial test
+/// of the k-th count against the (k+1)-th given their sum. Its p-value falls as the first
+/// count grows and rises as the second grows, so every label of the set passes it against
+/// every label outside (docs/predict.md).
+pub fn pairwise_separates(kth: u64, next: u64, alpha_pair: f64) -> bool {
     if kth <= next {
-        return false; // a lower bound never exceeds the upper bound of the same or a larger count
+        return false; // p-value >= 1/2
     }
-    bounds::lower(kth, total, alpha_each).p > bounds::upper_memoized(next, total, alpha_each)
+    ln_upper_tail(kth, next) <= log(alpha_pair)
 }
 
 /// Cohen et al.'s PREDICT decision for the top two counts nA >= nB: abstain when the
@@ -253,17 +251,15 @@ mod tests {
     fn ranks_with_ties_to_the_lower_label() {
         let row = array![3i64, 7, 7, 1, 9, 7];
         for m in [1usize, 2, 3, 4, 6] {
-            let ranked = rank_row(row.view(), 0, m).unwrap();
             let want = [(9u64, 4usize), (7, 1), (7, 2), (7, 5), (3, 0), (1, 3)];
-            assert_eq!(ranked.top, want[..m].to_vec());
-            assert_eq!(ranked.total, 34);
+            assert_eq!(rank_row(row.view(), 0, m).unwrap(), want[..m].to_vec());
         }
         // The selection path (many labels kept) agrees with the insertion path.
         let wide = ndarray::Array1::from_iter((0..200u64).map(|i| (i * 7919) % 31));
         let mut want: Vec<(u64, usize)> = wide.iter().copied().zip(0..).collect();
         want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for m in [5usize, 33, 34, 120, 200] {
-            assert_eq!(rank_row(wide.view(), 0, m).unwrap().top, want[..m].to_vec());
+            assert_eq!(rank_row(wide.view(), 0, m).unwrap(), want[..m].to_vec());
         }
     }
 
@@ -299,15 +295,29 @@ mod tests {
     }
 
     #[test]
-    fn simultaneous_bounds_decide_k_above_one() {
-        let (n, c, alpha) = (100_000u64, 10usize, 0.001);
-        let a = alpha / c as f64;
-        for (kth, next) in [(30_000u64, 29_000u64), (30_000, 20_000), (5, 0), (0, 0)] {
-            let expect = bounds::lower(kth, n, a).p > bounds::upper(next, n, a).p;
-            assert_eq!(simultaneous_separates(kth, next, n, a), expect, "{kth} {next}");
+    fn pairwise_test_for_k_above_one() {
+        // Against the exact binomial sum, on both sides of the level.
+        for (kth, next) in [(10u64, 0u64), (30, 10), (60, 40), (7, 6), (5, 5)] {
+            let m = kth + next;
+            let ln_choose = |x: u64| {
+                (1..=m).map(|i| (i as f64).ln()).sum::<f64>()
+                    - (1..=x).map(|i| (i as f64).ln()).sum::<f64>()
+                    - (1..=m - x).map(|i| (i as f64).ln()).sum::<f64>()
+            };
+            let tail: f64 = (kth..=m).map(|x| (ln_choose(x) - m as f64 * std::f64::consts::LN_2).exp()).sum();
+            assert!(pairwise_separates(kth, next, tail * (1.0 + 1e-9)) == (kth > next), "{kth} {next}");
+            assert!(!pairwise_separates(kth, next, tail * (1.0 - 1e-9)), "{kth} {next}");
         }
-        assert!(!simultaneous_separates(30_000, 29_000, n, a));
-        assert!(simultaneous_separates(30_000, 20_000, n, a));
+        // Where simultaneous Clopper-Pearson bounds at alpha / C separate the counts, so does
+        // the pairwise test at alpha / (k (C - k)).
+        let (n, c, alpha) = (100_000u64, 10usize, 0.001);
+        for (kth, next, k) in [(30_000u64, 28_900u64, 2usize), (2_000, 1_600, 3), (40, 2, 5), (40, 0, 9)] {
+            let a = alpha / c as f64;
+            let simultaneous = bounds::lower(kth, n, a).p > bounds::upper(next, n, a).p;
+            assert!(simultaneous, "{kth} {next}");
+            assert!(pairwise_separates(kth, next, alpha / (k * (c - k)) as f64), "{kth} {next}");
+        }
+        assert!(!pairwise_separates(30_000, 29_500, 1e-4));
     }
 
     #[test]

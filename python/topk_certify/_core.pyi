@@ -33,7 +33,8 @@ def clopper_pearson(
 def predict_counts(counts: npt.NDArray[np.integer], k: int, alpha: float) -> npt.NDArray[np.int64]:
     """(E, k) int64: each row's top-k labels by count (ties to the lower label), largest
     first, or a row of -1 where the test at level alpha abstains (k = 1: Cohen et al.'s
-    PREDICT; k > 1: simultaneous Clopper-Pearson bounds), in parallel with the GIL released."""
+    PREDICT; k > 1: the binomial test of the k-th count against the (k+1)-th at
+    alpha / (k (C - k))), in parallel with the GIL released."""
 
 def _mark_forked() -> None:
     """Called in a forked child: compute sequentially from now on (rayon's pool is gone)."""

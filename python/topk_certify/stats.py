@@ -142,10 +142,11 @@ def predict_counts(counts: Any, *, k: int, alpha: float = 0.001) -> Tuple[np.nda
 
     The test (docs/predict.md): for k = 1 Cohen et al.'s PREDICT (abstain when the two-sided
     binomial test of the top two counts at p = 1/2 has a p-value above alpha, as
-    scipy.stats.binomtest computes it); for k > 1 the k-th count's Clopper-Pearson lower bound
-    must be above the (k+1)-th count's upper bound, both at level alpha / C. For each example,
-    the probability of returning a set that is not a top-k set of the smoothed classifier is
-    at most alpha.
+    scipy.stats.binomtest computes it); for k > 1 the one-sided binomial test of the k-th
+    count against the (k+1)-th, given their sum, at level alpha / (k (C - k)), which answers
+    wherever simultaneous Clopper-Pearson bounds would and more often. For each example, the
+    probability of returning a set that is not a top-k set of the smoothed classifier is at
+    most alpha.
     """
     array = as_int_array(counts, "counts", 2)
     rows, num_classes = array.shape

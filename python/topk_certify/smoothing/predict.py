@@ -33,9 +33,9 @@ def predict_batch(
     labels with the largest counts (ties to the lower label), largest first, when a test at
     level alpha tells them apart from every other label; otherwise a row of -1. For k = 1 this
     is Cohen et al.'s PREDICT (the two-sided binomial test of the top two counts); for k > 1
-    the k-th count's Clopper-Pearson lower bound must be above the (k+1)-th count's upper
-    bound, both at alpha / C (docs/predict.md). For each example, the probability of
-    returning a set that is not a top-k set of the smoothed classifier is at most alpha.
+    the one-sided binomial test of the k-th count against the (k+1)-th, at alpha / (k (C - k))
+    (docs/predict.md). For each example, the probability of returning a set that is not a
+    top-k set of the smoothed classifier is at most alpha.
 
     Args:
         model, x, sigma, batch_size, seed, device, indices: as in `sample_counts`. The noise
