@@ -65,6 +65,7 @@ bench: $(STAMP_EXT)  ## benchmarks (each prints ratios measured in one run)
 	$(PY) benches/bench_adaptive.py
 	$(PY) benches/bench_adaptive.py --ceiling
 	$(PY) benches/bench_memory.py
+	$(PY) benches/bench_throughput.py
 	$(PY) benches/bench_memory_adaptive.py
 
 # The wheel links against glibc 2.28's symbol versions (zig supplies that sysroot), so it
