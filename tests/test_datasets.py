@@ -103,6 +103,21 @@ def test_cifar10_malformed_batches(tmp_path, change, message):
         open_data(f"cifar10:{tmp_path}")
 
 
+def test_cifar10_batch_holding_no_images_says_so(tmp_path):
+    batch = {"data": np.zeros((0, 3072), dtype=np.uint8), "labels": [], "batch_label": "testing batch 1 of 1"}
+    for protocol in (2, 4):
+        (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+        with pytest.raises(DataError, match=r"test_batch: holds no images"):
+            open_data(f"cifar10:{tmp_path}")
+
+
+def test_restricted_unpickler_builds_only_empty_bytes():
+    assert load_numpy_pickle(io.BytesIO(pickle.dumps(b"", protocol=2))) == b""
+    crafted = b"\x80\x02c__builtin__\nbytes\nK\x10\x85R."  # bytes(16): an allocation of any size
+    with pytest.raises(pickle.UnpicklingError, match=r"bytes\(\) called with arguments"):
+        load_numpy_pickle(io.BytesIO(crafted))
+
+
 def test_cifar10_missing_folder_or_batch(tmp_path):
     with pytest.raises(DataError, match=r"cifar10:.*nope: no such folder"):
         open_data(f"cifar10:{tmp_path / 'nope'}")
@@ -215,6 +230,77 @@ def test_image_folder_truncated_image(image_folder):
     (image_folder / "n01" / "a.JPEG").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"a\.JPEG: not a readable image"):
         open_data(f"imagenet:{image_folder}").read([1])
+
+
+def _png_header(width, height):
+    """A PNG whose header declares width x height (no pixel data to speak of)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("text_named_jpg", r"n02/z\.jpg: not a readable image"),
+        ("ten_gigapixel_png", r"n02/z\.png: refused"),
+        ("above_the_pixel_limit", r"n02/z\.png: refused: 10000x10000 = 100000000 pixels, above Pillow's limit"),
+        ("links_to_each_other", r"n02/[yz]\.png: cannot open it \(Too many levels of symbolic links\)"),
+        ("link_to_nothing", r"n02/z\.png: cannot open it \(No such file or directory\)"),
+    ],
+)
+def test_image_folder_check_inputs_opens_every_selected_header(image_folder, pil, case, message):
+    folder = image_folder / "n02"
+    if case == "text_named_jpg":
+        (folder / "z.jpg").write_text("this is a text file")
+    elif case == "ten_gigapixel_png":
+        (folder / "z.png").write_bytes(_png_header(100_000, 100_000))
+    elif case == "above_the_pixel_limit":  # between Pillow's warning (1x) and its error (2x)
+        (folder / "z.png").write_bytes(_png_header(10_000, 10_000))
+    elif case == "links_to_each_other":
+        os.symlink("z.png", folder / "y.png")
+        os.symlink("y.png", folder / "z.png")
+    else:
+        os.symlink("gone.png", folder / "z.png")
+    source = open_data(f"imagenet:{image_folder}")
+    bad = max(i for i, path in enumerate(source.paths) if os.path.basename(path) in ("y.png", "z.png", "z.jpg"))
+    source.check_inputs([0, 1, 6])  # the selection may leave a bad file out
+    with pytest.raises(DataError, match=message):
+        source.check_inputs([0, 1, bad])
+
+
+def test_image_folder_check_inputs_passes_a_truncated_image_that_read_refuses(image_folder):
+    """A truncated file has a good header: its failure is found when it is decoded."""
+    data = (image_folder / "n01" / "a.JPEG").read_bytes()
+    (image_folder / "n01" / "a.JPEG").write_bytes(data[: len(data) // 2])
+    source = open_data(f"imagenet:{image_folder}")
+    source.check_inputs(range(len(source)))
+    with pytest.raises(DataError, match=r"a\.JPEG: not a readable image"):
+        source.read([1])
+
+
+def test_image_folder_never_visits_a_folder_twice(image_folder, pil):
+    """A link back up (a loop) adds nothing; two paths to one folder count it once; the
+    order stays torchvision's."""
+    before = open_data(f"imagenet:{image_folder}")
+    os.symlink("..", image_folder / "n01" / "loop")
+    os.symlink(os.path.join("..", ".."), image_folder / "n02" / "sub" / "up")
+    os.symlink("sub", image_folder / "n02" / "zz_same_as_sub")
+    after = open_data(f"imagenet:{image_folder}")
+    assert after.paths == before.paths and after.labels.tolist() == before.labels.tolist()
+    # A linked folder that is not a loop is followed, as torchvision does.
+    other = image_folder.parent / "more"
+    other.mkdir()
+    _noise_image(pil, 20, 20, 9).save(other / "e.png")
+    os.symlink(other, image_folder / "n03_empty" / "more")
+    linked = open_data(f"imagenet:{image_folder}")
+    assert linked.paths == before.paths + [str(image_folder / "n03_empty" / "more" / "e.png")]
+    assert linked.labels.tolist()[-1] == 2
 
 
 def test_image_folder_without_pillow_is_an_import_error(tmp_path, monkeypatch):

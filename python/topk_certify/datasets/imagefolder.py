@@ -12,6 +12,7 @@ Needs Pillow.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Tuple
 
 import numpy as np
@@ -58,16 +59,57 @@ def preprocess(image) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255)
 
 
+def _walk_once(top: str, root_real: str) -> List[Tuple[str, List[str]]]:
+    """(folder, its files) under `top`, following links but entering no folder twice (by real
+    path) and none that holds the root (a loop back up); in torchvision's sorted order."""
+    seen = set()
+    found = []
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        dirs.sort()  # a deterministic walk: the first of two paths to one folder is kept
+        real = os.path.realpath(folder)
+        if real in seen or (folder != top and (root_real + os.sep).startswith(real + os.sep)):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found.append((folder, files))
+    return sorted(found)
+
+
 def find_images(root: str) -> Tuple[List[str], List[Tuple[str, int]]]:
     """(class names, [(path, class index)]) in torchvision's ImageFolder order."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    root_real = os.path.realpath(root)
     samples = []
     for index, name in enumerate(classes):
-        for folder, _, files in sorted(os.walk(os.path.join(root, name), followlinks=True)):
+        for folder, files in _walk_once(os.path.join(root, name), root_real):
             for file in sorted(files):
                 if file.lower().endswith(IMG_EXTENSIONS):
                     samples.append((os.path.join(folder, file), index))
     return classes, samples
+
+
+def check_header(Image, path: str) -> None:
+    """Opens `path`'s image header only (no decoding): a DataError for a path that does not
+    resolve, a file that is not an image, or one above Pillow's pixel-count limit."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, by the limit
+            with Image.open(f) as image:
+                width, height = image.size
+    except OSError as exc:
+        if exc.filename is not None or isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise DataError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: refused: {exc}") from None
+    except Exception as exc:  # Pillow's header parsers fail on broken files in many ways
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise DataError(
+            f"{path}: refused: {width}x{height} = {width * height} pixels, above Pillow's limit of {limit} "
+            "(a decompression bomb, or an image too large to certify)"
+        )
 
 
 class ImageFolderSource(DataSource):
@@ -95,6 +137,10 @@ class ImageFolderSource(DataSource):
     @property
     def paths(self) -> List[str]:
         return [path for path, _ in self._samples]
+
+    def check_inputs(self, indices) -> None:
+        for i in indices:
+            check_header(self._image, self._samples[int(i)][0])
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         out = np.empty((len(index), 3, CROP, CROP), dtype=np.float32)

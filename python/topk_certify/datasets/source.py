@@ -21,6 +21,7 @@ class DataSource(abc.ABC):
     source.dtype          numpy float dtype of what read() returns
     source.name           how messages name the data set
     source.read(indices)  array (len(indices), *sample_shape) of that dtype, a fresh copy
+    source.check_inputs(indices)  a cheap check that those examples can be read
 
     Also a context manager; close() releases open files or mappings.
     """
@@ -52,6 +53,11 @@ class DataSource(abc.ABC):
             )
         out = self._read(index.astype(np.int64))
         return np.ascontiguousarray(out, dtype=self.dtype)
+
+    def check_inputs(self, indices) -> None:  # noqa: B027 - optional: most sources are checked when opened
+        """Checks, cheaply and before any work, that the examples at `indices` can be read
+        (for files: that each opens as what it claims to be); a DataError names the first
+        that cannot."""
 
     @abc.abstractmethod
     def _read(self, index: np.ndarray) -> np.ndarray:
