@@ -2,7 +2,7 @@
 (`radius`, `certify`, `analyze`, `demo`, `bench`), `main` to parse and run them.
 
 Every user error ends as one line on stderr and exit code 2, without a traceback; Ctrl-C
-is one line and exit code 130, from the first moment on.
+is one line and exit code 130, SIGTERM one line and exit code 143, from the first moment on.
 """
 
 import os
@@ -14,6 +14,12 @@ def _interrupted_while_starting(signum, frame):
     sys.stderr.write("topk-certify: error: interrupted\n")
     sys.stderr.flush()
     os._exit(130)
+
+
+def _terminated_while_starting(signum, frame):
+    sys.stderr.write("topk-certify: error: terminated (SIGTERM)\n")
+    sys.stderr.flush()
+    os._exit(143)
 
 
 def _catch_early_interrupts() -> bool:
@@ -29,11 +35,25 @@ def _catch_early_interrupts() -> bool:
     return True
 
 
+def _catch_early_terminations() -> bool:
+    """SIGTERM too (where nobody set a handler for it): main() installs its own."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False
+        signal.signal(signal.SIGTERM, _terminated_while_starting)
+    except ValueError:  # not the main thread
+        return False
+    return True
+
+
 if _catch_early_interrupts():
+    terminations = _catch_early_terminations()
     try:
         from .main import build_parser, main
-    finally:  # Python's own handler back, so that a run closes its files on the way out
+    finally:  # Python's own handlers back, so that a run closes its files on the way out
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if terminations:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 else:
     from .main import build_parser, main
 

@@ -3,6 +3,12 @@ CLI) and its exit codes."""
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a program SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm's preemption and time limit, `kill`), raised where the program is, so
+    that it unwinds as a Ctrl-C does: files closed, the run left resumable."""
 
 
 class CliError(Exception):
