@@ -6,9 +6,9 @@
 //!   p-value (relative tolerance included); abstain when the p-value exceeds alpha.
 //! - k > 1: the one-sided binomial test of the k-th count against the (k+1)-th given their
 //!   sum, at level alpha / (k (C - k)): a wrong set needs some label outside the true top-k
-//!   to beat one inside it in exactly this test, and there are k (C - k) such pairs. It
-//!   returns every set that simultaneous Clopper-Pearson bounds at alpha / C (the `simuem`
-//!   bound) return, and more (docs/predict.md).
+//!   to beat one inside it in exactly this test, and there are k (C - k) such pairs. On all
+//!   the counts measured it returned every set that simultaneous Clopper-Pearson bounds at
+//!   alpha / C (the `simuem` bound) return, and more (docs/predict.md).
 //!
 //! Both tests are Beta tails at 1/2 (`beta::tails`); rows run in parallel as in `certify`,
 //! small batches on the calling thread.

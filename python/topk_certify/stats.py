@@ -143,8 +143,8 @@ def predict_counts(counts: Any, *, k: int, alpha: float = 0.001) -> Tuple[np.nda
     The test (docs/predict.md): for k = 1 Cohen et al.'s PREDICT (abstain when the two-sided
     binomial test of the top two counts at p = 1/2 has a p-value above alpha, as
     scipy.stats.binomtest computes it); for k > 1 the one-sided binomial test of the k-th
-    count against the (k+1)-th, given their sum, at level alpha / (k (C - k)), which answers
-    wherever simultaneous Clopper-Pearson bounds would and more often. For each example, the
+    count against the (k+1)-th, given their sum, at level alpha / (k (C - k)) (measured: it
+    answered wherever simultaneous Clopper-Pearson bounds did, and more). For each example, the
     probability of returning a set that is not a top-k set of the smoothed classifier is at
     most alpha.
     """
