@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +416,16 @@ def test_bad_checkpoints_are_one_line_and_write_nothing(capfd, inputs, out, tmp_
     assert not (folder / "MARKER").exists()
 
 
+def _png_header(width, height):
+    """A PNG whose header declares width x height (no pixel data to speak of)."""
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
 def _bad_data(case, folder):
     """The --data spec of a broken data set written into `folder`."""
     if case == "cifar_missing_folder":
@@ -427,6 +439,16 @@ def _bad_data(case, folder):
         image_folder(folder / "val")
         (folder / "val" / "n01" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
         return f"imagenet:{folder / 'val'}"
+    if case in ("last_jpg_not_an_image", "png_declaring_ten_gigapixels", "png_links_to_each_other"):
+        val = image_folder(folder / "val")
+        if case == "last_jpg_not_an_image":
+            (val / "n02" / "z.jpg").write_text("a text file with an image's name")
+        elif case == "png_declaring_ten_gigapixels":
+            (val / "n02" / "z.png").write_bytes(_png_header(100_000, 100_000))
+        else:
+            os.symlink("z.png", val / "n02" / "y.png")
+            os.symlink("y.png", val / "n02" / "z.png")
+        return f"imagenet:{val}"
     assert case == "npy_named_npz"
     with open(folder / "data.npz", "wb") as handle:
         np.save(handle, np.zeros((4, 3), np.float32))
@@ -441,6 +463,10 @@ def _bad_data(case, folder):
         # The one-image probe before any file is written reads the first image.
         ("first_image_corrupt", ["c.png: not a readable image"]),
         ("npy_named_npz", ["data.npz: an .npy file (one array) named .npz"]),
+        # Every selected file's header is opened before a file is written, not only the first.
+        ("last_jpg_not_an_image", ["z.jpg: not a readable image"]),
+        ("png_declaring_ten_gigapixels", ["z.png: refused"]),
+        ("png_links_to_each_other", ["y.png: cannot open it (Too many levels of symbolic links)"]),
     ],
 )
 def test_bad_data_is_one_line_and_writes_nothing(capfd, inputs, out, tmp_path, case, needles):
@@ -465,7 +491,8 @@ def test_corrupt_image_in_the_middle_stops_a_run_that_resumes_once_fixed(capfd, 
     broken.write_bytes(good[: len(good) // 3])  # a truncated download
     table, counts = out / "out.tsv", out / "counts.txt"
     args = ["--model", f"{root}/models.py:Pooled", "--data", f"imagenet:{folder}", "--sigma", "0.25", "--k", "1"]
-    args += ["--n", "20", "--batch-size", "20", "--seed", "2", "-o", table, "--counts", counts]
+    # One example a round (ceil(4 * 5 / 20)): the rows before the broken image are written.
+    args += ["--n", "20", "--batch-size", "5", "--seed", "2", "-o", table, "--counts", counts]
     code, err = certify(capfd, *args)
     assert_one_error_line(code, err, f"{broken}: not a readable image")
     assert sorted(p.name for p in out.iterdir()) == ["counts.txt", "out.tsv", "out.tsv.meta.json"]  # no lock

@@ -305,7 +305,9 @@ def test_ctrl_c_is_one_line_exit_130_at_any_moment_and_the_run_resumes(tmp_path,
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, data):
     out = tmp_path / "out.tsv"
-    env = dict(os.environ, TOPK_CERTIFY_TEST_DELAY="0.1")
+    # Slow enough that the first run still holds the lock once the second has imported torch
+    # (seconds on a loaded machine): 5 rounds of 5 forward passes.
+    env = dict(os.environ, TOPK_CERTIFY_TEST_DELAY="0.5")
     first = subprocess.Popen(
         command("certify", "--model", f"{MODELS}:Slow", "--data", data, *BASE, "-o", out),
         env=env,

@@ -1,14 +1,20 @@
 """The main job: certify a model on a data set, one TSV row per example, resumable.
 
-Examples are read and certified in chunks of ceil(batch_size / n) (so small n still fills
-each forward batch) with `certify_with(indices=...)`: with a seed, every example's noise is
-a function of (seed, its index, batch_size) alone, so a chunked, resumed or sharded run
-writes exactly the rows of one uninterrupted call. Under torchrun every step that can fail
-is agreed on by all ranks (`distributed`), so an error on one rank ends them all.
+Examples are read and certified in rounds of ceil(ROUND_BATCHES * batch_size / n) (so that
+several forward batches are packed per call and a GPU does not idle between rounds) with
+`certify_with(indices=...)`: with a seed, every example's noise is a function of (seed, its
+index, batch_size) alone, so a chunked, resumed or sharded run writes exactly the rows of one
+uninterrupted call. Under torchrun every step that can fail is agreed on by all ranks
+(`distributed`), so an error on one rank ends them all.
+
+A run's identity is its content: its meta records every result-affecting setting, the
+model's fingerprint and digests of the examples written (`identity`), and a resume checks
+them all, reading only, before it appends a row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -19,23 +25,40 @@ from .. import distributed
 from .._checks import first_out_of_range
 from ..formats import table
 from ..formats.counts import CountsWriter, format_counts_line
+from ..models.fingerprint import model_fingerprint
 from ..settings import CertifySettings
+from ..smoothing import sampler
 from ..smoothing.certify import certify_with
 from ..smoothing.inputs import eval_mode, import_torch, prepare_x, resolve_device
 from ..smoothing.progress import optional_samples_bar
 from ..smoothing.sampler import model_failure_rows
 from .args import check_distinct_ks
 from .errors import CliError, first_line
+from .identity import example_digests, verify_examples, verify_radii
 from .run_files import RunFiles
 
+ROUND_BATCHES = 4  # forward batches' worth of samples certified per round (at least)
+NOT_IN_META = ("progress",)  # settings that cannot change a result
 
-def _probe_num_classes(torch, model, x) -> int:
+
+def _model_exit(exc: BaseException, rows: int) -> Optional[CliError]:
+    """The one-line error for the model calling sys.exit on a batch (None for other errors)."""
+    model_exit = getattr(sampler, "ModelExit", None)  # the sampler's wrapper of a SystemExit
+    if isinstance(exc, SystemExit) or (model_exit is not None and isinstance(exc, model_exit)):
+        return CliError(f"the model called sys.exit({getattr(exc, 'code', None)!r}) on a batch of {rows}")
+    return None
+
+
+def _probe_num_classes(torch, model, x, idx: int) -> int:
     """The model's output width, from one forward pass on one clean input (before any file
     is written, so that a wrong model or labels fail without leaving half a run behind)."""
     try:
         with eval_mode(torch, model), torch.inference_mode():
             out = model(x[:1])
-    except Exception as exc:  # the user's model on the user's data: report, don't trace
+    except (Exception, SystemExit) as exc:  # the user's model on the user's data: report, don't trace
+        exited = _model_exit(exc, 1)
+        if exited is not None:
+            raise exited from None
         raise CliError(
             f"the model fails on the data's inputs (shape {tuple(x.shape[1:])}, {x.dtype}): "
             f"{type(exc).__name__}: {first_line(exc)}"
@@ -45,6 +68,8 @@ def _probe_num_classes(torch, model, x) -> int:
         raise CliError(f"the model must return logits of shape (batch, num_classes); on one input it returned {shape}")
     if out.dtype == torch.bool or out.is_complex():
         raise CliError(f"the model must return real-valued logits, it returned {out.dtype}")
+    if not bool(torch.isfinite(out).all()):
+        raise CliError(f"the model's output on the clean input of example {idx} is NaN or infinite")
     return int(out.shape[1])
 
 
@@ -79,35 +104,63 @@ def _check_finite(source, selected: List[int]) -> None:
             raise CliError(f"example {chunk[int(np.argmin(finite))]} of {source.name} holds NaN or infinite values")
 
 
-def _meta(settings: CertifySettings, source, num_classes: int, counts: Optional[str], describe) -> Dict[str, object]:
-    s = settings
+def _json_value(value: object) -> object:
+    """A setting as the meta stores it (JSON: tuples become lists)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def settings_meta(settings: CertifySettings) -> Dict[str, object]:
+    """Every field of the settings that can change a result, whatever fields there are."""
+    return {
+        f.name: _json_value(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+        if f.name not in NOT_IN_META
+    }
+
+
+def _meta(
+    settings: CertifySettings, source, num_classes: int, counts: Optional[str], describe, model_sha
+) -> Dict[str, object]:
     meta: Dict[str, object] = {
-        "ks": list(s.ks),
-        "sigma": s.sigma,
-        "n": s.n,
-        "n0": s.n0,
-        "alpha": s.alpha,
-        "batch_size": s.batch_size,
-        "bound": s.bound,
-        "seed": s.seed,
-        "adaptive": s.adaptive,
-        "radii": None if s.radii is None else list(s.radii),
+        "version": table.META_VERSION,
         "num_examples": len(source),
         "labels_crc32": zlib.crc32(source.labels.tobytes()),
-        "num_classes": num_classes,
+        "model_num_classes": num_classes,
         "counts": counts is not None,
+        "model_sha256": model_sha,
+        "examples": None,  # set when the files are opened: the examples written so far
     }
     meta.update(describe or {})
+    shared = set(meta) & set(settings_meta(settings))
+    if shared:
+        raise RuntimeError(f"internal error: settings fields {sorted(shared)} clash with the run's meta keys")
+    meta.update(settings_meta(settings))
     return meta
 
 
-def _open_files(settings, source, num_classes, *, out, counts, resume, describe) -> RunFiles:
+def _open_files(settings, source, num_classes, *, out, counts, describe, model_sha, selected) -> RunFiles:
     s = settings
     writer = None
     if counts is not None:
         fields = dict(sigma=s.sigma, n=s.n, alpha=s.alpha, bound=s.bound, adaptive=int(s.adaptive), seed=s.seed)
         writer = CountsWriter(counts, fields)
-    return RunFiles(out, table.columns(s.ks, s.adaptive), _meta(s, source, num_classes, counts, describe), writer)
+    meta = _meta(s, source, num_classes, counts, describe, model_sha)
+
+    def digests_of(group: List[int]) -> List[bytes]:
+        return example_digests(group, source.labels[group], source.read(group))
+
+    def check_examples(recorded, done: int):
+        return verify_examples(out, recorded, done, selected, digests_of)
+
+    def check_radii(rows, header, counts_rows) -> None:
+        if not s.adaptive:  # adaptive radii come from the looks, not from the final counts alone
+            verify_radii(out, rows, header, counts_rows, s, num_classes)
+
+    return RunFiles(out, table.columns(s.ks, s.adaptive), meta, writer, selected, check_examples, check_radii)
 
 
 def run_certify(
@@ -133,30 +186,54 @@ def run_certify(
 
     def check():
         dev = resolve_device(torch, model, device if device is not None else ctx.device)
+        source.check_inputs(selected)  # every selected file opens as what it claims to be
         # Probed on a selected example (or the first one, when nothing is selected: the run
         # still checks the model and writes its header).
-        first = prepare_x(torch, source.read(selected[:1] or [0]), model, dev)
-        num_classes = _probe_num_classes(torch, model, first)
+        probe = selected[:1] or [0]
+        first = prepare_x(torch, source.read(probe), model, dev)
+        num_classes = _probe_num_classes(torch, model, first, probe[0])
         _check_against_model(settings, source.labels, num_classes)
         _check_finite(source, selected)
-        return dev, _open_files(settings, source, num_classes, out=out, counts=counts, resume=resume, describe=describe)
+        model_sha = model_fingerprint(model) if ctx.is_writer else None
+        return (
+            dev,
+            num_classes,
+            _open_files(
+                settings,
+                source,
+                num_classes,
+                out=out,
+                counts=counts,
+                describe=describe,
+                model_sha=model_sha,
+                selected=selected,
+            ),
+        )
 
-    dev, files = ctx.together(check)
+    dev, num_classes, files = ctx.together(check)
     done = ctx.from_writer(lambda: files.open(resume) if ctx.is_writer else set())
     try:
         todo = [i for i in selected if i not in done]
-        _certify_rounds(model, source, settings, dev, todo, files, ctx, progress)
+        # Every round's model outputs must be as wide as the probe's (the counts lines too).
+        rounds = settings.but(num_classes=num_classes)
+        _certify_rounds(model, source, rounds, dev, todo, files, ctx, progress)
     finally:
         if ctx.is_writer:
             files.close()
 
 
+def round_size(settings: CertifySettings) -> int:
+    """Examples certified per round: at least ROUND_BATCHES forward batches of samples."""
+    size = max(1, -(-ROUND_BATCHES * settings.batch_size // settings.n))
+    if settings.adaptive:
+        size *= 8  # adaptive examples stop at different times: more of them share batches
+    return size
+
+
 def _certify_rounds(
     model, source, settings: CertifySettings, device, todo: List[int], files: RunFiles, ctx, progress: bool
 ) -> None:
-    chunk = max(1, -(-settings.batch_size // settings.n))
-    if settings.adaptive:
-        chunk *= 8  # adaptive examples stop at different times: more of them share batches
+    chunk = round_size(settings)
     bar = optional_samples_bar(len(todo) * settings.n) if progress and ctx.is_writer else None
     # The writer's own failure (a full disk, say) is raised inside the next agreed step, so
     # the other ranks learn of it instead of waiting for a round that never comes.
@@ -171,8 +248,7 @@ def _certify_rounds(
         for group in ctx.rounds(todo, chunk):
             finished = ctx.gather_in_order(lambda group=group: work(group))
             try:
-                for cells, line in finished:
-                    files.append(cells, line)
+                files.append_round(finished)
             except Exception as exc:
                 failure.append(exc)
             if bar is not None:
@@ -184,7 +260,7 @@ def _certify_rounds(
 
 
 def _certify_group(model, source, settings: CertifySettings, device, group: List[int]) -> list:
-    """(row cells, counts line) of each example of `group` (empty on a rank with none left)."""
+    """(row cells, counts line, digest) of each example of `group` (empty on a rank with none left)."""
     if not group:
         return []
     start = time.perf_counter()
@@ -192,12 +268,16 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
     x = source.read(group)
     try:
         result = certify_with(model, x, labels, settings, device=device, indices=group)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         rows = model_failure_rows(exc)
         if rows is None:
             raise
         # The user's model failed: one line that names the stage.
+        exited = _model_exit(exc, rows)
+        if exited is not None:
+            raise exited from None
         raise CliError(f"the model failed on a batch of {rows}: {type(exc).__name__}: {first_line(exc)}") from None
+    digests = example_digests(group, labels, x)
     per_example = (time.perf_counter() - start) / len(group)
     lines = []
     for j, i in enumerate(group):
@@ -205,5 +285,5 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
         if settings.adaptive:
             cells.append(str(int(result.n_used[j])))
         cells.append(f"{per_example:.4f}")
-        lines.append((cells, format_counts_line(result.counts[j], labels[j])))
+        lines.append((cells, format_counts_line(result.counts[j], labels[j]), digests[j]))
     return lines

@@ -1,16 +1,26 @@
 """The files of one certify run: OUT.tsv, its meta sidecar, the optional counts file and
 the lock. Everything is checked, reading only, before the first byte is written; then
-they are created together (or continued, on resume)."""
+they are created together (or continued, on resume).
+
+A resume continues only the same run: every meta key the run writes, with the same values
+(settings, data path and labels, the model's fingerprint); the examples already written,
+read again and compared with their recorded digests; the rows a prefix of the selection;
+and, for a fixed-n run with a counts file, each row's radii recomputed from its counts line.
+Each round's example digests go to the meta before its rows are appended, so every row is
+covered by the record."""
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set
+
+import numpy as np
 
 from ..formats import table
 from ..formats.counts import CountsWriter
 from ..formats.lock import RunLock
 from .errors import CliError
+from .identity import ExampleLog
 
 
 def same_file(a: str, b: str) -> bool:
@@ -22,12 +32,26 @@ def same_file(a: str, b: str) -> bool:
 class RunFiles:
     """Opened by the writing rank only."""
 
-    def __init__(self, out: str, header: Sequence[str], meta: Dict[str, object], counts: Optional[CountsWriter]):
+    def __init__(
+        self,
+        out: str,
+        header: Sequence[str],
+        meta: Dict[str, object],
+        counts: Optional[CountsWriter],
+        selected: Sequence[int] = (),
+        check_examples: Optional[Callable[[object, int], ExampleLog]] = None,
+        check_radii: Optional[Callable[[List[List[str]], Sequence[str], np.ndarray], None]] = None,
+    ):
         self.out = out
         self.table = table.TableWriter(out, header)
         self.meta = meta
         self.counts = counts
         self.lock = RunLock(out)
+        self.selected = list(selected)
+        self._check_examples = check_examples
+        self._check_radii = check_radii
+        self.log = ExampleLog()
+        self.meta["examples"] = self.log.as_meta()
 
     def check_paths(self) -> None:
         if self.counts is not None and same_file(self.counts.path, self.out):
@@ -53,16 +77,26 @@ class RunFiles:
     def _continue(self, resume: bool) -> Set[int]:
         if not resume:
             raise CliError(f"{self.out} already exists: pass --resume to continue that run, or choose another -o")
-        table.check_meta(self.out, self.meta)
+        recorded = table.check_meta(self.out, self.meta, progress=("examples",))
         rows, torn = self.table.existing_rows()
         done = table.done_indices(self.out, rows)
+        if done != set(self.selected[: len(done)]):
+            raise CliError(
+                f"cannot resume {self.out}: its rows are not the first {len(done)} examples of this run's selection; "
+                "choose another -o"
+            )
         if self.counts is not None:
             if not os.path.exists(self.counts.path):
                 raise CliError(
                     f"--counts {self.counts.path} does not exist but {self.out} does: a counts file can only be "
                     "written from the start of a run (resume without --counts, or start another -o)"
                 )
-            self.counts.check_resumable(_expected_counts(rows, self.table.header))
+            counts_rows = self.counts.check_resumable(_expected_counts(rows, self.table.header))
+            if self._check_radii is not None:
+                self._check_radii(rows, self.table.header, counts_rows)
+        if self._check_examples is not None:
+            self.log = self._check_examples(recorded["examples"], len(rows))
+        self.meta["examples"] = self.log.as_meta()
         # All checked: from here on, writing.
         if self.counts is not None:
             self.counts.reopen()
@@ -95,10 +129,18 @@ class RunFiles:
                 os.remove(path)
             raise
 
-    def append(self, cells: Sequence[str], counts_line: str) -> None:
-        if self.counts is not None:
-            self.counts.append(counts_line)  # before its row: a kill never leaves a row without counts
-        self.table.append(cells)
+    def append_round(self, finished: Sequence[tuple]) -> None:
+        """Appends a round's (row cells, counts line, example digest) items: their digests
+        first (the meta rewritten atomically), so that every row of OUT is covered."""
+        if not finished:
+            return
+        self.log.add([digest for _, _, digest in finished])
+        self.meta["examples"] = self.log.as_meta()
+        table.write_meta(self.out, self.meta)
+        for cells, counts_line, _ in finished:
+            if self.counts is not None:
+                self.counts.append(counts_line)  # before its row: a kill never leaves a row without counts
+            self.table.append(cells)
 
     def close(self) -> None:
         self.table.close()

@@ -128,9 +128,10 @@ class CountsWriter:
         self._keep: Optional[List[str]] = None
         self._file = AppendFile(path)
 
-    def check_resumable(self, expected: Sequence[Tuple[int, Optional[int]]]) -> None:
+    def check_resumable(self, expected: Sequence[Tuple[int, Optional[int]]]) -> np.ndarray:
         """Checks, reading only, that the file is this run's and holds a line for each OUT row:
-        `expected` gives each row's (label, samples used; None = the run's fixed n)."""
+        `expected` gives each row's (label, samples used; None = the run's fixed n). Returns
+        those lines, int64 (rows, C + 1): C counts, then the label."""
         lines = _read_lines(self.path)
         torn = lines.pop() != ""  # the last line has no newline: an interrupted write
         if not lines or not lines[0].startswith(HEADER_PREFIX):
@@ -162,6 +163,12 @@ class CountsWriter:
         self._keep = None
         if torn or len(body) != len(expected):
             self._keep = [line for line in lines if line.startswith("#")] + body[: len(expected)]
+        width = len(rows[0]) if rows else 0
+        try:
+            table: np.ndarray = np.array(rows[: len(expected)], dtype=np.int64).reshape(len(expected), width)
+        except OverflowError:
+            raise CountsFileError(f"--counts {self.path}: counts must fit in 64-bit integers") from None
+        return table
 
     def is_unstarted(self) -> bool:
         """Whether the file holds this run's header (or a part of it) and nothing else, what a

@@ -64,18 +64,48 @@ def write_meta(out: str, settings: Dict[str, object]) -> None:
         raise FormatError(f"cannot write {meta_path(out)}: {exc.strerror}") from None
 
 
-def check_meta(out: str, settings: Dict[str, object]) -> None:
-    """Refuses to resume OUT unless its sidecar records exactly these settings."""
+META_VERSION = 2  # meta written before it recorded every key, the model and the examples: 1
+# How a resume names a changed key whose value says little by itself.
+_CHANGED = {"model_sha256": "the model changed (its weights, buffers or TorchScript file differ from the run's)"}
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as JSON (so True is not 1, and a tuple is its list)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def check_meta(out: str, settings: Dict[str, object], progress: Sequence[str] = ()) -> Dict[str, object]:
+    """Refuses to resume OUT unless its sidecar holds exactly the keys of `settings`, with the
+    same values except for the `progress` keys (which the caller checks). Returns the sidecar."""
     recorded = read_meta(out)
+    name = os.path.basename(meta_path(out))
     if recorded is None:
         raise FormatError(
-            f"cannot resume {out}: it has no readable {os.path.basename(meta_path(out))} beside it, so it is "
+            f"cannot resume {out}: it has no readable {name} beside it, so it is "
             "not a certify run's output (or was copied without it); choose another -o"
         )
-    changed = [key for key, value in settings.items() if key in recorded and recorded[key] != value]
+    version = recorded.get("version")
+    if "version" in recorded and not _same(version, settings.get("version")):
+        raise FormatError(
+            f"cannot resume {out}: its {name} has version {version!r}, this topk-certify writes "
+            f"{settings.get('version')!r}; finish it with the version that started it, or start another -o"
+        )
+    missing, unknown = sorted(set(settings) - set(recorded)), sorted(set(recorded) - set(settings))
+    if missing or unknown:
+        detail = "; ".join(f"{what} {keys}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys)
+        raise FormatError(f"cannot resume {out}: {name} is not this run's meta ({detail}); choose another -o")
+    changed = [key for key in settings if key not in progress and not _same(recorded[key], settings[key])]
     if changed:
-        detail = ", ".join(f"{key}: {recorded[key]!r} then, {settings[key]!r} now" for key in changed)
-        raise FormatError(f"cannot resume {out} with other settings ({detail}); use the same options or another -o")
+        named = [_CHANGED[key] for key in changed if key in _CHANGED]
+        detail = ", ".join(
+            f"{key}: {recorded[key]!r} then, {settings[key]!r} now" for key in changed if key not in _CHANGED
+        )
+        raise FormatError(
+            f"cannot resume {out}: "
+            + "; ".join(named + ([f"other settings ({detail})"] if detail else []))
+            + "; use the same options or another -o"
+        )
+    return recorded
 
 
 # -- lines ----------------------------------------------------------------------------------

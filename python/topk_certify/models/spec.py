@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import os
 import sys
 import warnings
@@ -14,6 +15,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
+from .fingerprint import remember_file
 from .torchfile import is_torchscript
 
 FILE_SUFFIXES = (".pt", ".ts", ".pth", ".tar")
@@ -54,11 +56,18 @@ def _load_file(spec: str, device):
         except CheckpointError as exc:
             raise ModelSpecError(f"{spec}: neither TorchScript nor a Cohen-format checkpoint ({exc})") from None
     try:
+        with open(spec, "rb") as handle:
+            data = handle.read()  # read once: the fingerprint is of the bytes that were loaded
+    except OSError as exc:
+        raise ModelSpecError(f"{spec}: cannot read it ({exc.strerror or exc})") from None
+    try:
         with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript; users still have .pt models
             warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(spec, map_location=device)
+            model = torch.jit.load(io.BytesIO(data), map_location=device)
     except (RuntimeError, ValueError) as exc:
         raise ModelSpecError(f"{spec}: not a TorchScript file torch.jit.load can read ({_first_line(exc)})") from None
+    remember_file(model, data)
+    return model
 
 
 def _call_factory(spec: str, name: str, obj):
