@@ -338,3 +338,15 @@ def test_the_error_names_the_first_bad_row_of_a_large_batch():
     counts[1234] = 0
     with pytest.raises(ValueError, match="row 1234 of counts sums to 0"):
         tc.predict_counts(counts, k=2, alpha=0.1)
+
+
+def test_other_threads_run_while_the_core_predicts():
+    import time
+
+    from test_gil import _ticks_during
+
+    counts = np.tile(np.array([[60_000, 30_000, 9_000, 1_000]]), (200_000, 1))
+    start = time.perf_counter()
+    ticks = _ticks_during(lambda: tc.predict_counts(counts, k=2, alpha=0.001))
+    assert time.perf_counter() - start > 0.05, "the call was too short to tell"
+    assert ticks > 1000, ticks  # holding the GIL would leave the spinning thread at ~0
