@@ -73,6 +73,40 @@ const INSERT_MAX: usize = 33;
 /// bits and is not 0) and returns its `m` largest (count, label) pairs: counts descending,
 /// equal counts by ascending label.
 fn rank_row<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<Vec<(u64, usize)>> {
+    if let (Some(slice), true) = (row.as_slice(), m <= INSERT_MAX) {
+        if let Some(top) = rank_slice(slice, m) {
+            return Ok(top);
+        }
+    }
+    rank_checked(row, e, m)
+}
+
+/// The fast path for a contiguous row and a small m (the scan of `scan::scan_slice`): no
+/// per-count checks, only a test at the end that no count could be negative or overflow the
+/// total (no bit at or above 64 - log2(C)). None sends the row to the checked path, which
+/// also names a row that sums to 0.
+fn rank_slice<T: IntValue>(slice: &[T], m: usize) -> Option<Vec<(u64, usize)>> {
+    let (mut total, mut bits, mut floor) = (0u64, 0u64, 0u64);
+    let mut top: Vec<(u64, usize)> = Vec::with_capacity(m + 1);
+    for (j, v) in slice.iter().enumerate() {
+        let c = v.to_u64();
+        total = total.wrapping_add(c);
+        bits |= c;
+        if c > floor || top.len() < m {
+            let at = top.partition_point(|&(kept, _)| kept >= c);
+            top.insert(at, (c, j));
+            top.truncate(m);
+            if top.len() == m {
+                floor = top[m - 1].0;
+            }
+        }
+    }
+    let safe_bits = 64 - (usize::BITS - slice.len().leading_zeros());
+    (bits >> safe_bits == 0 && total > 0).then_some(top)
+}
+
+/// Any layout and any m, every count checked, with the messages of `scan`.
+fn rank_checked<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<Vec<(u64, usize)>> {
     let mut total: u64 = 0;
     let mut top: Vec<(u64, usize)> = Vec::with_capacity(if m <= INSERT_MAX { m + 1 } else { row.len() });
     for (j, v) in row.iter().enumerate() {
@@ -258,9 +292,18 @@ mod tests {
         let wide = ndarray::Array1::from_iter((0..200u64).map(|i| (i * 7919) % 31));
         let mut want: Vec<(u64, usize)> = wide.iter().copied().zip(0..).collect();
         want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for m in [5usize, 33, 34, 120, 200] {
+        for m in [1usize, 5, 33, 34, 120, 200] {
             assert_eq!(rank_row(wide.view(), 0, m).unwrap(), want[..m].to_vec());
+            // The checked path (any layout) ranks alike.
+            assert_eq!(rank_checked(wide.view(), 0, m).unwrap(), want[..m].to_vec());
         }
+        // Negative counts and near-overflowing ones leave the fast path for the checked one.
+        assert!(rank_slice(&[3i8, -1, 2], 2).is_none());
+        assert!(rank_slice(&[1u64 << 62, 1 << 61, 0, 0], 2).is_none());
+        assert_eq!(
+            rank_row(ndarray::ArrayView1::from(&[1u64 << 62, 1 << 61, 0, 0]), 0, 2).unwrap(),
+            vec![(1 << 62, 0), (1 << 61, 1)]
+        );
     }
 
     #[test]
