@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from scipy import stats
 
 import topk_certify as tc
@@ -350,3 +353,36 @@ def test_other_threads_run_while_the_core_predicts():
     ticks = _ticks_during(lambda: tc.predict_counts(counts, k=2, alpha=0.001))
     assert time.perf_counter() - start > 0.05, "the call was too short to tell"
     assert ticks > 1000, ticks  # holding the GIL would leave the spinning thread at ~0
+
+
+def test_k1_answers_an_exact_tie_at_the_top_at_most_alpha_of_the_time():
+    """Two labels share the top probability: Cohen's two-sided test, exact given their sum,
+    answers (with either label) in at most alpha of the examples."""
+    rng = np.random.default_rng(40)
+    p = np.array([0.42, 0.42, 0.1, 0.06])
+    counts = np.array([rng.multinomial(1000, p[rng.permutation(4)]) for _ in range(500)])
+    _, abstained = tc.predict_counts(counts, k=1, alpha=0.2)
+    assert (~abstained).mean() <= 0.2 + SLACK
+    assert (~abstained).sum() > 0  # the test does answer some ties
+
+
+@given(
+    counts=hnp.arrays(
+        np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=9), elements=st.integers(0, 60)
+    ),
+    data=st.data(),
+)
+def test_every_row_is_the_reference_decision(counts, data):
+    counts = counts[counts.sum(axis=1) > 0]
+    assume(counts.shape[0] > 0)
+    num_classes = counts.shape[1]
+    k = data.draw(st.integers(1, num_classes - 1))
+    alpha = data.draw(st.sampled_from([0.01, 0.1, 0.3, 0.9]))
+    labels, abstained = tc.predict_counts(counts, k=k, alpha=alpha)
+    for row, got in zip(counts, labels):
+        if k == 1:
+            expected = [cohen_predict(row, alpha)]
+        else:
+            expected = pairwise_reference(row, k, alpha).tolist()
+        assert got.tolist() == expected, (row, k, alpha)
+    assert abstained.tolist() == (labels[:, 0] == -1).tolist()
