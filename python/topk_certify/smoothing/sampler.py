@@ -39,9 +39,18 @@ import torch
 
 from ..stats import count_labels
 from . import inputs
-from .forward import SplittingForward, first_line, mark_model_failure, model_failure_rows
+from .forward import ModelExit, SplittingForward, first_line, mark_model_failure, model_failure_rows
 
-__all__ = ["NoiseSampler", "SELECT", "ESTIMATE", "fresh_seed", "stream_seed", "model_failure_rows", "copy_to_host"]
+__all__ = [
+    "NoiseSampler",
+    "SELECT",
+    "ESTIMATE",
+    "ModelExit",
+    "fresh_seed",
+    "stream_seed",
+    "model_failure_rows",
+    "copy_to_host",
+]
 
 # Purpose ids enter the seed hash: never renumber them, or seeded results change.
 SELECT = 0  # the n0 samples that choose the candidate labels (prediction mode)
