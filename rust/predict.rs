@@ -86,23 +86,28 @@ fn rank_row<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResult<V
 /// total (no bit at or above 64 - log2(C)). None sends the row to the checked path, which
 /// also names a row that sums to 0.
 fn rank_slice<T: IntValue>(slice: &[T], m: usize) -> Option<Vec<(u64, usize)>> {
-    let (mut total, mut bits, mut floor) = (0u64, 0u64, 0u64);
+    let (mut total, mut bits) = (0u64, 0u64);
     let mut top: Vec<(u64, usize)> = Vec::with_capacity(m + 1);
     for (j, v) in slice.iter().enumerate() {
         let c = v.to_u64();
         total = total.wrapping_add(c);
         bits |= c;
-        if c > floor || top.len() < m {
-            let at = top.partition_point(|&(kept, _)| kept >= c);
-            top.insert(at, (c, j));
-            top.truncate(m);
-            if top.len() == m {
-                floor = top[m - 1].0;
-            }
-        }
+        keep(&mut top, m, c, j);
     }
     let safe_bits = 64 - (usize::BITS - slice.len().leading_zeros());
     (bits >> safe_bits == 0 && total > 0).then_some(top)
+}
+
+/// Keeps in `top` the m largest (count, label) pairs offered so far, counts descending. Labels
+/// come in ascending order and a count goes after every kept count >= it, so equal counts
+/// rank by ascending label. Most counts fail the first compare once `top` is full.
+#[inline(always)]
+fn keep(top: &mut Vec<(u64, usize)>, m: usize, c: u64, j: usize) {
+    if top.len() < m || c > top[m - 1].0 {
+        let at = top.partition_point(|&(kept, _)| kept >= c);
+        top.insert(at, (c, j));
+        top.truncate(m);
+    }
 }
 
 /// Any layout and any m, every count checked, with the messages of `scan`.
@@ -119,11 +124,8 @@ fn rank_checked<T: IntValue>(row: ArrayView1<T>, e: usize, m: usize) -> CoreResu
         })?;
         if m > INSERT_MAX {
             top.push((c, j));
-        } else if top.len() < m || c > top[m - 1].0 {
-            // After every kept count >= c: an equal count seen later (a higher label) ranks lower.
-            let at = top.partition_point(|&(kept, _)| kept >= c);
-            top.insert(at, (c, j));
-            top.truncate(m);
+        } else {
+            keep(&mut top, m, c, j);
         }
     }
     if total == 0 {
