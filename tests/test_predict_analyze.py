@@ -143,6 +143,7 @@ def test_told_apart_from_certify_output(tmp_path):
     assert not is_predictions(write(tmp_path, "c.tsv", "idx\tlabel\tradius@1\ttime\n0\t1\t0.5\t0.1\n"))
     # Cohen's certify.py output has a predict column and a radius: it is certify output.
     assert not is_predictions(write(tmp_path, "r.tsv", "idx\tlabel\tpredict\tradius@1\tcorrect\ttime\n"))
+    assert not is_predictions(write(tmp_path, "s.tsv", "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"))
     assert not is_predictions(write(tmp_path, "e.tsv", ""))
 
 

@@ -113,10 +113,11 @@ def _header(path: str) -> Optional[List[str]]:
 
 
 def is_predictions(path: str) -> bool:
-    """Whether the file's header is predict output's (a `predict` column, no radius@K).
+    """Whether the file's header is predict output's: a `predict` column and no radius
+    (Cohen et al.'s certify.py writes `predict` beside a `radius`: that is certify output).
     Raises OSError or UnicodeDecodeError as `open` and reading do."""
     header = _header(os.fspath(path))
-    return header is not None and "predict" in header and not any(name.startswith("radius@") for name in header)
+    return header is not None and "predict" in header and not any(name.startswith("radius") for name in header)
 
 
 def _lines(path: str, text: str) -> Tuple[List[Tuple[int, str]], List[str], Dict[str, object]]:
