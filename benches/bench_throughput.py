@@ -172,7 +172,8 @@ def bench_arch(arch: str, args, device) -> None:
         note = f"  (first call {first_call[name]:.1f} s)" if name != "optimize=False" else ""
         print(
             f"  certify_batch {name:<14} {statistics.median(rates[name]):9.1f} samples/s  "
-            f"{statistics.median(ratios[name]):5.2f}x the Cohen loop  labels differ {100 * differ:.3f}%{note}"
+            f"{statistics.median(ratios[name]):5.2f}x the Cohen loop  labels differ {100 * differ:.3f}%{note}",
+            flush=True,
         )
 
 

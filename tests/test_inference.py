@@ -300,6 +300,8 @@ def test_a_later_call_reuses_the_form_until_the_module_changes():
     first = inference.runner_for(model, x, _settings())
     assert inference.runner_for(model, x, _settings()) is first
     assert inference.runner_for(model, x, _settings(batch_size=32)) is first  # no compile: the shape is free
+    in_bf16 = inference.runner_for(model, x, _settings(precision="bf16"))
+    assert in_bf16 is not first and inference.runner_for(model, x, _settings()) is first  # one form per setting
     with torch.no_grad():
         model.bn.running_mean.data.add_(1.0)  # through .data: the version counter does not move
     second = inference.runner_for(model, x, _settings())

@@ -338,26 +338,36 @@ def fingerprint(model: nn.Module) -> Tuple[Any, ...]:
 
 class _Entry(NamedTuple):
     model: Any  # a weak reference
-    key: Tuple[Any, ...]
     fingerprint: Tuple[Any, ...]
     runner: Optional[Runner]  # None: the module runs as given
 
 
-_CACHE: Dict[int, _Entry] = {}
+# (id of the module, settings key) -> its form; a few settings per module (a benchmark
+# alternates them), the oldest dropped first, and a module's forms go when it does.
+_CACHE: Dict[Tuple[int, Tuple[Any, ...]], _Entry] = {}
+_CACHE_SIZE = 8
 
 
 def _cached(model: Any, key: Tuple[Any, ...], print_: Optional[Tuple[Any, ...]]) -> Optional[_Entry]:
-    entry = _CACHE.get(id(model))
-    if entry is None or entry.model() is not model or entry.key != key or entry.fingerprint != print_:
+    entry = _CACHE.get((id(model), key))
+    if entry is None or entry.model() is not model or entry.fingerprint != print_:
         return None
     return entry
+
+
+def _forget(ident: int) -> None:
+    for where in [where for where in _CACHE if where[0] == ident]:
+        del _CACHE[where]
 
 
 def _remember(model: Any, key: Tuple[Any, ...], print_: Optional[Tuple[Any, ...]], runner: Optional[Runner]) -> None:
     if print_ is None:
         return
     ident = id(model)
-    _CACHE[ident] = _Entry(weakref.ref(model, lambda _: _CACHE.pop(ident, None)), key, print_, runner)
+    _CACHE.pop((ident, key), None)
+    while len(_CACHE) >= _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]
+    _CACHE[(ident, key)] = _Entry(weakref.ref(model, lambda _: _forget(ident)), print_, runner)
 
 
 def clear_cache() -> None:
