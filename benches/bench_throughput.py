@@ -2,7 +2,7 @@
 three architectures, for the ways of running the model (smoothing/inference.py).
 
     python benches/bench_throughput.py                     # CPU, all three, every variant
-    python benches/bench_throughput.py --archs cifar_resnet110 --rounds 3 --no-compile
+    python benches/bench_throughput.py --archs cifar_resnet110 --variants default bf16
     python benches/bench_throughput.py --device cuda --batch resnet50=400
     python benches/bench_throughput.py --cli               # also the whole certify command
 
@@ -135,9 +135,7 @@ def bench_arch(arch: str, args, device) -> None:
     x = torch.rand(args.examples, *architecture(arch).input_shape, device=device)
     n = args.batches * batch_size
     samples = x.shape[0] * n
-    variants = [v for v in VARIANTS if v != "compile" or args.compile]
-    if device.type == "cpu":
-        variants = [v for v in variants if v != "fp16"]
+    variants = ["optimize=False", *(v for v in args.variants if v != "optimize=False")]
     # The first call of each variant builds its form (and compiles): timed apart. Later calls
     # on the unchanged module reuse it, as a long run's calls do.
     first_call = {v: time_variant(v, model, x[:1], batch_size, batch_size, device, {}) for v in variants}
@@ -219,7 +217,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1, help="examples per call (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, interleaved (default 3)")
     parser.add_argument(
-        "--no-compile", dest="compile", action="store_false", help="skip compile=True (slow to compile)"
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="certify_batch settings to time (default all; compile takes minutes to compile on a CPU)",
     )
     parser.add_argument("--cli", action="store_true", help="also time the whole certify command, before/after")
     parser.add_argument("--cli-only", action="store_true", help="only time the certify command")
