@@ -89,6 +89,28 @@ def test_seeded_noise_is_certify_batchs_and_the_labels_are_predict_counts():
     assert not np.array_equal(other.counts, one.counts)
 
 
+def test_the_model_is_run_as_certify_batch_runs_it():
+    # A Conv-BN model: the default inference form (BN folded, channels_last) predicts what
+    # the module as given predicts on the same noise; fp16 cannot run on the CPU.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 4 * 4, 5),
+    ).eval()
+    net[1].running_mean.uniform_(-0.5, 0.5)
+    net[1].running_var.uniform_(0.5, 2.0)
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    kwargs = dict(k=2, sigma=0.3, n=400, alpha=0.05, batch_size=128, seed=3)
+    given = tc.predict_batch(net, x, optimize=False, **kwargs)
+    optimized = tc.predict_batch(net, x, **kwargs)
+    assert np.abs(given.counts - optimized.counts).sum() <= 2  # rounding may move a near tie
+    with pytest.raises(ValueError, match="fp16"):
+        tc.predict_batch(net, x, precision="fp16", **kwargs)
+
+
 def test_the_result_is_frozen_and_read_only():
     model = IntervalClassifier(THRESHOLDS)
     result = tc.predict_batch(model, points([0.25, 0.0]), k=1, sigma=0.2, n=500, alpha=0.01, seed=0)

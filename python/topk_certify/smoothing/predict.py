@@ -26,6 +26,9 @@ def predict_batch(
     device=None,
     progress: bool = False,
     indices=None,
+    optimize: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> PredictResult:
     """The top-k set of the Gaussian-smoothed `model` at each input, or an abstention.
 
@@ -45,13 +48,24 @@ def predict_batch(
         n: noise samples per example.
         alpha: the allowed probability of a wrong set per example, in (0, 1).
         progress: show a tqdm bar over the samples (needs tqdm).
+        optimize, precision, compile: how the model is run, as in `certify_batch` (the
+            prediction is the smoothed classifier of the model as run).
 
     Returns:
         PredictResult with labels (E, k) (rows of -1 where it abstained), counts (E, C),
         abstained (E,), k, sigma, alpha and n.
     """
     settings = CertifySettings.build(
-        k=single_k(k), sigma=sigma, n=n, alpha=alpha, batch_size=batch_size, seed=seed, progress=progress
+        k=single_k(k),
+        sigma=sigma,
+        n=n,
+        alpha=alpha,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        optimize=optimize,
+        precision=precision,
+        compile=compile,
     )
     torch, x, indices, _ = prepare(model, x, None, settings, device, indices)
     from .sampler import ESTIMATE
