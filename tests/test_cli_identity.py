@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch")
 from topk_certify.cli import job  # noqa: E402
 from topk_certify.cli.main import main  # noqa: E402
 from topk_certify.settings import CertifySettings  # noqa: E402
-from topk_certify.smoothing import sampler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE / "identity_models.py"
@@ -275,15 +274,15 @@ def test_sys_exit_in_the_models_probe_is_one_line(capfd, tmp_path, data, monkeyp
     assert list(out.parent.iterdir()) == []
 
 
-@pytest.mark.skipif(
-    not hasattr(sampler, "ModelExit"), reason="needs the sampler's ModelExit (sys.exit inside a sampled batch)"
-)
-def test_sys_exit_in_a_sampled_batch_is_one_line_and_the_run_resumes(capfd, tmp_path, data, monkeypatch):
-    monkeypatch.setenv("TOPK_CERTIFY_TEST_EXIT_AT", "4")  # the probe, then two rounds' batches
+@pytest.mark.parametrize("call", [2, 4])  # the first sampled batch (after the probe), a later one
+def test_sys_exit_in_a_sampled_batch_is_one_line_and_the_run_resumes(capfd, tmp_path, data, monkeypatch, call):
+    monkeypatch.setenv("TOPK_CERTIFY_TEST_EXIT_AT", str(call))
     out = tmp_path / "run.tsv"
-    one_line(certify(capfd, data, out, model=f"{MODELS}:ExitsOnCall"), "the model called sys.exit(7) on a batch of")
+    model = f"{MODELS}:ExitsOnCall"
+    one_line(certify(capfd, data, out, model=model), "the model called sys.exit(7) on a batch of 250")
     monkeypatch.setenv("TOPK_CERTIFY_TEST_EXIT_AT", "0")
-    assert certify(capfd, data, out, "--resume", model=f"{MODELS}:ExitsOnCall")[0] == 0
+    assert certify(capfd, data, out, "--resume", model=model)[0] == 0
+    assert out.read_text().count("\n") == 1 + NUM
 
 
 # -- rounds ---------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from ..formats import table
 from ..formats.counts import CountsWriter, format_counts_line
 from ..models.fingerprint import model_fingerprint
 from ..settings import CertifySettings
-from ..smoothing import sampler
 from ..smoothing.certify import certify_with
 from ..smoothing.inputs import eval_mode, import_torch, prepare_x, resolve_device
 from ..smoothing.progress import optional_samples_bar
-from ..smoothing.sampler import model_failure_rows
+from ..smoothing.sampler import ModelExit, model_failure_rows
 from .args import check_distinct_ks
 from .errors import CliError, first_line
 from .identity import example_digests, verify_examples, verify_radii
@@ -43,9 +42,8 @@ NOT_IN_META = ("progress",)  # settings that cannot change a result
 
 def _model_exit(exc: BaseException, rows: int) -> Optional[CliError]:
     """The one-line error for the model calling sys.exit on a batch (None for other errors)."""
-    model_exit = getattr(sampler, "ModelExit", None)  # the sampler's wrapper of a SystemExit
-    if isinstance(exc, SystemExit) or (model_exit is not None and isinstance(exc, model_exit)):
-        return CliError(f"the model called sys.exit({getattr(exc, 'code', None)!r}) on a batch of {rows}")
+    if isinstance(exc, (SystemExit, ModelExit)):  # ModelExit: the sampler's wrapper of a SystemExit
+        return CliError(f"the model called sys.exit({exc.code!r}) on a batch of {rows}")
     return None
 
 
