@@ -335,3 +335,26 @@ def test_sigterm_is_one_line_exit_143_and_the_run_resumes(tmp_path, data):
     full = [*command[: command.index("-o")], "-o", str(tmp_path / "full.tsv"), "--no-progress"]
     assert subprocess.run(full, capture_output=True, timeout=120).returncode == 0
     assert rows(out) == rows(tmp_path / "full.tsv")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc to see the interpreter start")
+def test_sigterm_while_the_command_line_starts_is_one_line_exit_143(tmp_path, data):
+    """As soon as the interpreter catches SIGTERM (before that, the kernel's default applies
+    to any program): while it imports, loads or runs, one line and exit 143."""
+    command = [sys.executable, "-m", "topk_certify", "certify", "--model", f"{MODELS}:Slow", "--data", str(data)]
+    command += [*BASE, "-o", str(tmp_path / "out.tsv"), "--resume", "--no-progress"]
+    for delay in (0.0, 0.3):
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with open(f"/proc/{proc.pid}/status") as status:
+                caught = next(line for line in status if line.startswith("SigCgt:"))
+            if int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                break
+            time.sleep(0.002)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("topk-certify: error: terminated (SIGTERM)"), err
