@@ -393,3 +393,18 @@ def test_the_command_line_takes_the_flags_and_warns_in_one_line(tmp_path):
         return [line.split("\t")[:-1] for line in (tmp_path / name).read_text().splitlines()]
 
     assert rows("b.tsv") == rows("c.tsv")
+
+
+def test_a_resume_with_other_inference_settings_is_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(4, 1, 4, 4)).astype(np.float32), y=np.array([0, 1, 2, 3]))
+    model = str(Path(__file__).parent / "cli_models.py") + ":linear"
+    base = [sys.executable, "-m", "topk_certify", "certify", "--model", model, "--data", str(tmp_path / "d.npz")]
+    base += ["--sigma", "0.5", "--k", "1", "--n", "100", "--seed", "0", "--no-progress", "-o", str(tmp_path / "o.tsv")]
+    assert subprocess.run(base, capture_output=True).returncode == 0
+    before = (tmp_path / "o.tsv").read_bytes()
+    for flags, name in ((["--no-optimize"], "optimize"), (["--precision", "bf16"], "precision")):
+        run = subprocess.run([*base, "--resume", *flags], capture_output=True, text=True)
+        assert run.returncode == 2 and "other settings" in run.stderr and f"({name}:" in run.stderr, run.stderr
+        assert (tmp_path / "o.tsv").read_bytes() == before
+    assert subprocess.run([*base, "--resume"], capture_output=True).returncode == 0  # the same settings go on
