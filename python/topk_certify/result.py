@@ -1,15 +1,36 @@
-"""`CertifyResult`: what `certify_batch` returns."""
+"""`CertifyResult` and `PredictResult`: what `certify_batch` and `predict_batch` return."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import ClassVar, Tuple, Union
 
 import numpy as np
 
 
+class _CountsResult:
+    """What both results share: read-only copies of their arrays, and the counts' shape."""
+
+    _ARRAYS: ClassVar[Tuple[str, ...]] = ()
+    counts: np.ndarray
+
+    def __post_init__(self):
+        for name in self._ARRAYS:
+            array = np.array(getattr(self, name), copy=True)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.counts.shape[1])
+
+
 @dataclass(frozen=True, eq=False, repr=False)
-class CertifyResult:
+class CertifyResult(_CountsResult):
     """Certified top-k radii of E examples under Gaussian randomized smoothing.
 
     Two modes, told apart by `labels.ndim` (see `predicted`):
@@ -49,24 +70,12 @@ class CertifyResult:
     alpha: float
     bound: str
 
-    def __post_init__(self):
-        for name in ("radius", "counts", "labels", "n_used"):
-            array = np.array(getattr(self, name), copy=True)
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
+    _ARRAYS: ClassVar[Tuple[str, ...]] = ("radius", "counts", "labels", "n_used")
 
     @property
     def predicted(self) -> bool:
         """True for prediction mode (labels chosen by selection samples), False for given labels."""
         return self.labels.ndim == 2
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.counts.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.counts.shape[1])
 
     def _ks(self) -> Tuple[int, ...]:
         return (self.k,) if isinstance(self.k, (int, np.integer)) else tuple(self.k)
@@ -126,7 +135,7 @@ class CertifyResult:
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class PredictResult:
+class PredictResult(_CountsResult):
     """The smoothed classifier's top-k prediction for E examples, with abstentions.
 
     Attributes:
@@ -150,19 +159,7 @@ class PredictResult:
     alpha: float
     n: int
 
-    def __post_init__(self):
-        for name in ("labels", "counts", "abstained"):
-            array = np.array(getattr(self, name), copy=True)
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.counts.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.counts.shape[1])
+    _ARRAYS: ClassVar[Tuple[str, ...]] = ("labels", "counts", "abstained")
 
     @property
     def abstention_rate(self) -> float:
