@@ -19,6 +19,7 @@ share and `gather_results(result, group_indices)` collects `CertifyResult`s on r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -238,8 +239,6 @@ def gather_results(result, indices: Sequence[int], dst: int = 0):
     calls it; the objects travel over gloo whatever the process group's backend."""
     import torch.distributed as dist
 
-    from .result import CertifyResult
-
     indices = list(map(int, indices))
     if result is None and indices:
         raise ValueError(f"result is None but this rank certified {len(indices)} examples")
@@ -260,4 +259,4 @@ def gather_results(result, indices: Sequence[int], dst: int = 0):
         if all(v is not None for v in values):
             fields[name] = np.concatenate(values)[order]
     first = parts[0]
-    return CertifyResult(**{**{f: getattr(first, f) for f in first.__dataclass_fields__}, **fields})
+    return dataclasses.replace(first, **fields)
