@@ -1,13 +1,18 @@
 """`topk-certify certify`: certify a model on a data set, one TSV row per example (the job
-is `job.run_certify`; this module turns the flags into its settings)."""
+is `job.run_job` with `job.certify_job`; this module turns the flags into its settings). Its
+flags (`add_run_flags`) and its run (`run_command`) are shared with `predict`."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Callable
 
 from .. import distributed
 from ..settings import CertifySettings
 from .errors import CliError
+
+if TYPE_CHECKING:
+    from .job import Job
 
 NAME = "certify"
 HELP = "certify a model on a data set (resumable; torchrun for several GPUs/machines)"
@@ -19,8 +24,42 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
+    add_run_flags(p, _certify_flags)
+
+
+def _certify_flags(p) -> None:
+    p.add_argument(
+        "--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)"
+    )
+    p.add_argument(
+        "--n0", type=int, default=100, help="selection samples (prediction mode only; unused here; default 100)"
+    )
+    p.add_argument(
+        "--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)"
+    )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="stop sampling an example once more samples cannot change its outcome at --radii",
+    )
+    p.add_argument(
+        "--radii",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="radii the adaptive run must decide (default: multiples of 0.25)",
+    )
+    p.add_argument("--counts", metavar="COUNTS.txt", help="also write the counts in the paper's frequency format")
+
+
+def add_run_flags(p, own_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The flags of every command that runs a model over a data set (certify, predict): what
+    to run on, the noise, the command's `own_flags` (--k and the like), how the model runs,
+    and the run's files."""
     _what_flags(p)
-    _sampling_flags(p)
+    _noise_flags(p)
+    own_flags(p)
+    _inference_flags(p)
     _file_flags(p)
 
 
@@ -44,7 +83,7 @@ def _what_flags(p) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="certify every N-th example (idx 0, N, 2N, ...; default 1), as Cohen et al.'s certify.py",
+        help="run every N-th example (idx 0, N, 2N, ...; default 1), as Cohen et al.'s certify.py",
     )
     p.add_argument(
         "--max",
@@ -55,11 +94,8 @@ def _what_flags(p) -> None:
     )
 
 
-def _sampling_flags(p) -> None:
+def _noise_flags(p) -> None:
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise level")
-    p.add_argument(
-        "--k", type=int, nargs="+", required=True, metavar="K", help="one or more k (one radius@K column each)"
-    )
     # --num-samples: under torchrun, whose own parser takes `--n` for an ambiguous abbreviation.
     p.add_argument(
         "--n",
@@ -69,28 +105,9 @@ def _sampling_flags(p) -> None:
         default=100_000,
         help="noise samples per example (the most, with --adaptive; default 100000); spell it --num-samples under torchrun",
     )
-    p.add_argument(
-        "--n0", type=int, default=100, help="selection samples (prediction mode only; unused here; default 100)"
-    )
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass (default 1000)")
-    p.add_argument(
-        "--bound", default="simuem", choices=["simuem", "binocp"], help="probability bounds (default simuem)"
-    )
     p.add_argument("--seed", type=int, default=None, help="makes the noise, and so the results, reproducible")
-    p.add_argument(
-        "--adaptive",
-        action="store_true",
-        help="stop sampling an example once more samples cannot change its outcome at --radii",
-    )
-    p.add_argument(
-        "--radii",
-        type=float,
-        nargs="+",
-        metavar="R",
-        help="radii the adaptive run must decide (default: multiples of 0.25)",
-    )
-    _inference_flags(p)
 
 
 def _inference_flags(p) -> None:
@@ -123,7 +140,6 @@ def _file_flags(p) -> None:
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT.tsv", help="output table (refused if it exists, unless --resume)"
     )
-    p.add_argument("--counts", metavar="COUNTS.txt", help="also write the counts in the paper's frequency format")
     p.add_argument(
         "--resume", action="store_true", help="continue a run that was stopped: keep its rows, append the rest"
     )
@@ -134,21 +150,30 @@ def settings_from(args: argparse.Namespace) -> CertifySettings:
     """The flags checked into the job's settings (the same object certify_batch builds)."""
     if args.radii is not None and not args.adaptive:
         raise CliError("--radii only applies with --adaptive")
+    return build_settings(
+        args,
+        k=list(args.k),
+        n0=args.n0,
+        bound=args.bound,
+        adaptive=args.adaptive,
+        radii=args.radii,
+    )
+
+
+def build_settings(args: argparse.Namespace, **own) -> CertifySettings:
+    """The settings of `add_run_flags`' flags and a command's `own` ones, checked: a bad value
+    is a CliError naming its flag."""
     try:
         return CertifySettings.build(
-            k=list(args.k),
             sigma=args.sigma,
             n=args.n,
-            n0=args.n0,
             alpha=args.alpha,
             batch_size=args.batch_size,
-            bound=args.bound,
             seed=args.seed,
-            adaptive=args.adaptive,
-            radii=args.radii,
             optimize=args.optimize,
             precision=args.precision,
             compile=args.compile,
+            **own,
         )
     except (TypeError, ValueError) as exc:
         raise CliError(_flag_names(str(exc))) from None
@@ -167,7 +192,7 @@ def selection(skip: int, limit: int, num_examples: int) -> range:
 
 def _flag_names(message: str) -> str:
     """The library's argument names as the command's flags."""
-    for name, flag in (("batch_size", "--batch-size"), ("n0", "--n0"), ("n", "--n"), ("seed", "--seed")):
+    for name, flag in (("batch_size", "--batch-size"), ("n0", "--n0"), ("n", "--n"), ("seed", "--seed"), ("k", "--k")):
         if message.startswith(name + " "):
             return flag + message[len(name) :]
     return message
@@ -219,14 +244,27 @@ def _check_runnable(settings: CertifySettings, device) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from .job import certify_job
+
+    run_command(args, NAME, settings_from, lambda settings: certify_job(settings, args.counts))
+
+
+def run_command(
+    args: argparse.Namespace,
+    name: str,
+    settings_of: Callable[[argparse.Namespace], CertifySettings],
+    job_of: Callable[[CertifySettings], Job],
+) -> None:
+    """Runs a command's job (`job_of(settings)`, settings from `settings_of(args)`) on the
+    flags of `add_run_flags`: every check before a file is created, on every rank."""
     from ..smoothing.inputs import import_torch
-    from .job import run_certify
+    from .job import run_job
 
     try:
         torch = import_torch()
     except ImportError:
-        raise CliError("certify needs PyTorch: pip install 'topk-certify[torch]'") from None
-    settings = settings_from(args)
+        raise CliError(f"{name} needs PyTorch: pip install 'topk-certify[torch]'") from None
+    settings = settings_of(args)
     selection(args.skip, args.max, 0)  # the flags checked before anything is loaded
     ctx = distributed.context(args.device)
     failed = True
@@ -234,13 +272,13 @@ def run(args: argparse.Namespace) -> None:
         device, source, model = ctx.together(lambda: _load(args, torch, ctx))
         _check_runnable(settings, device)
         describe = {"model": args.model, "data": args.data, "skip": args.skip, "max": args.max}
-        run_certify(
+        run_job(
             model,
             source,
             settings,
+            job_of(settings),
             out=args.output,
             device=device,
-            counts=args.counts,
             resume=args.resume,
             selection=selection(args.skip, args.max, len(source)),
             progress=args.progress,

@@ -1,4 +1,6 @@
-"""The main job: certify a model on a data set, one TSV row per example, resumable.
+"""The main job: run a model over a data set, one TSV row per example, resumable. The
+commands that do so (`certify`, `predict`) share every step and differ only in a `Job`: the
+meta's kind, OUT's header, and how a group of examples becomes rows.
 
 Examples are read and certified in rounds of ceil(ROUND_BATCHES * batch_size / n) (so that
 several forward batches are packed per call and a GPU does not idle between rounds) with
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,10 +36,34 @@ from ..smoothing.sampler import ModelExit, model_failure_rows
 from .args import check_distinct_ks
 from .errors import CliError, first_line
 from .identity import example_digests, verify_examples, verify_radii
-from .run_files import RunFiles
+from .run_files import KIND_BEFORE_KINDS, RunFiles
 
 ROUND_BATCHES = 4  # forward batches' worth of samples certified per round (at least)
 NOT_IN_META = ("progress",)  # settings that cannot change a result
+CERTIFY = KIND_BEFORE_KINDS  # the certify job's kind
+
+# (row cells, counts line) of one example; the counts line is written only with a counts file.
+Row = Tuple[List[str], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What one command's run does with a group of examples; everything else (the checks, the
+    files, the rounds, torchrun) is the shared job's.
+
+    kind: the meta's "kind" (a resume as another kind is refused) and the progress bar's name.
+    header: OUT's columns.
+    sample: (model, x, labels, settings, device, indices) -> the result of sampling the
+        group (the user's model failures in it are reported by the job, in one line).
+    rows: (result, indices, labels, seconds per example) -> one Row per example.
+    counts: the counts file to write beside OUT, or None.
+    """
+
+    kind: str
+    header: Sequence[str]
+    sample: Callable[..., Any]
+    rows: Callable[[Any, List[int], np.ndarray, float], List[Row]]
+    counts: Optional[str] = None
 
 
 def _model_exit(exc: BaseException, rows: int) -> Optional[CliError]:
@@ -120,15 +146,14 @@ def settings_meta(settings: CertifySettings) -> Dict[str, object]:
     }
 
 
-def _meta(
-    settings: CertifySettings, source, num_classes: int, counts: Optional[str], describe, model_sha
-) -> Dict[str, object]:
+def _meta(settings: CertifySettings, source, num_classes: int, job: Job, describe, model_sha) -> Dict[str, object]:
     meta: Dict[str, object] = {
         "version": table.META_VERSION,
+        "kind": job.kind,
         "num_examples": len(source),
         "labels_crc32": zlib.crc32(source.labels.tobytes()),
         "model_num_classes": num_classes,
-        "counts": counts is not None,
+        "counts": job.counts is not None,
         "model_sha256": model_sha,
         "examples": None,  # set when the files are opened: the examples written so far
     }
@@ -140,13 +165,13 @@ def _meta(
     return meta
 
 
-def _open_files(settings, source, num_classes, *, out, counts, describe, model_sha, selected) -> RunFiles:
+def _open_files(settings, source, num_classes, job: Job, *, out, describe, model_sha, selected) -> RunFiles:
     s = settings
     writer = None
-    if counts is not None:
+    if job.counts is not None:
         fields = dict(sigma=s.sigma, n=s.n, alpha=s.alpha, bound=s.bound, adaptive=int(s.adaptive), seed=s.seed)
-        writer = CountsWriter(counts, fields)
-    meta = _meta(s, source, num_classes, counts, describe, model_sha)
+        writer = CountsWriter(job.counts, fields)
+    meta = _meta(s, source, num_classes, job, describe, model_sha)
 
     def digests_of(group: List[int]) -> List[bytes]:
         return example_digests(group, source.labels[group], source.read(group))
@@ -155,28 +180,30 @@ def _open_files(settings, source, num_classes, *, out, counts, describe, model_s
         return verify_examples(out, recorded, done, selected, digests_of)
 
     def check_radii(rows, header, counts_rows) -> None:
-        if not s.adaptive:  # adaptive radii come from the looks, not from the final counts alone
+        # Only certify's rows are radii; adaptive radii come from the looks, not from the final counts alone.
+        if job.kind == CERTIFY and not s.adaptive:
             verify_radii(out, rows, header, counts_rows, s, num_classes)
 
-    return RunFiles(out, table.columns(s.ks, s.adaptive), meta, writer, selected, check_examples, check_radii)
+    return RunFiles(out, job.header, meta, writer, selected, check_examples, check_radii)
 
 
-def run_certify(
+def run_job(
     model,
     source,
     settings: CertifySettings,
+    job: Job,
     *,
     out: str,
     device=None,
-    counts: Optional[str] = None,
     resume: bool = False,
     selection: Optional[Sequence[int]] = None,
     describe: Optional[dict] = None,
     progress: bool = True,
 ) -> None:
-    """Certifies each selected example's true label in the top-k for every k, writing `out`
-    (TSV: idx, label, radius@K..., [n], time) row by row. `source` reads examples by index
-    (len, labels, read); `selection` is the idx to certify (default all)."""
+    """Runs `job` on each selected example, writing `out` (TSV, `job.header`) row by row.
+    `source` reads examples by index (len, labels, read); `selection` is the idx to run
+    (default all). Every check comes before a file is created; a resume continues only the
+    same run (the same kind, settings, model and examples)."""
     torch = import_torch()
     ctx = distributed.context()
     settings = settings.but(progress=False)
@@ -193,20 +220,10 @@ def run_certify(
         _check_against_model(settings, source.labels, num_classes)
         _check_finite(source, selected)
         model_sha = model_fingerprint(model) if ctx.is_writer else None
-        return (
-            dev,
-            num_classes,
-            _open_files(
-                settings,
-                source,
-                num_classes,
-                out=out,
-                counts=counts,
-                describe=describe,
-                model_sha=model_sha,
-                selected=selected,
-            ),
+        files = _open_files(
+            settings, source, num_classes, job, out=out, describe=describe, model_sha=model_sha, selected=selected
         )
+        return dev, num_classes, files
 
     dev, num_classes, files = ctx.together(check)
     done = ctx.from_writer(lambda: files.open(resume) if ctx.is_writer else set())
@@ -214,10 +231,60 @@ def run_certify(
         todo = [i for i in selected if i not in done]
         # Every round's model outputs must be as wide as the probe's (the counts lines too).
         rounds = settings.but(num_classes=num_classes)
-        _certify_rounds(model, source, rounds, dev, todo, files, ctx, progress)
+        _run_rounds(model, source, rounds, job, dev, todo, files, ctx, progress)
     finally:
         if ctx.is_writer:
             files.close()
+
+
+def run_certify(
+    model,
+    source,
+    settings: CertifySettings,
+    *,
+    out: str,
+    device=None,
+    counts: Optional[str] = None,
+    resume: bool = False,
+    selection: Optional[Sequence[int]] = None,
+    describe: Optional[dict] = None,
+    progress: bool = True,
+) -> None:
+    """Certifies each selected example's true label in the top-k for every k, writing `out`
+    (TSV: idx, label, radius@K..., [n], time) row by row, and `counts` (the paper's frequency
+    format) beside it when given: `run_job` with the certify job."""
+    job = certify_job(settings, counts)
+    run_job(
+        model,
+        source,
+        settings,
+        job,
+        out=out,
+        device=device,
+        resume=resume,
+        selection=selection,
+        describe=describe,
+        progress=progress,
+    )
+
+
+def certify_job(settings: CertifySettings, counts: Optional[str] = None) -> Job:
+    """The certify command's job: idx, label, radius@K..., [n], time; the counts lines too."""
+
+    def sample(model, x, labels, rounds: CertifySettings, device, indices):
+        return certify_with(model, x, labels, rounds, device=device, indices=indices)
+
+    def rows(result, group: List[int], labels: np.ndarray, seconds: float) -> List[Row]:
+        out = []
+        for j, i in enumerate(group):
+            cells = [str(i), str(int(labels[j]))] + [repr(float(r)) for r in np.atleast_1d(result.radius[j])]
+            if settings.adaptive:
+                cells.append(str(int(result.n_used[j])))
+            cells.append(f"{seconds:.4f}")
+            out.append((cells, format_counts_line(result.counts[j], int(labels[j]))))
+        return out
+
+    return Job(CERTIFY, table.columns(settings.ks, settings.adaptive), sample, rows, counts)
 
 
 def round_size(settings: CertifySettings) -> int:
@@ -228,11 +295,11 @@ def round_size(settings: CertifySettings) -> int:
     return size
 
 
-def _certify_rounds(
-    model, source, settings: CertifySettings, device, todo: List[int], files: RunFiles, ctx, progress: bool
+def _run_rounds(
+    model, source, settings: CertifySettings, job: Job, device, todo: List[int], files: RunFiles, ctx, progress: bool
 ) -> None:
     chunk = round_size(settings)
-    bar = optional_samples_bar(len(todo) * settings.n) if progress and ctx.is_writer else None
+    bar = optional_samples_bar(len(todo) * settings.n, job.kind) if progress and ctx.is_writer else None
     # The writer's own failure (a full disk, say) is raised inside the next agreed step, so
     # the other ranks learn of it instead of waiting for a round that never comes.
     failure: List[Exception] = []
@@ -240,7 +307,7 @@ def _certify_rounds(
     def work(group: List[int]) -> list:
         if failure:
             raise failure[0]
-        return _certify_group(model, source, settings, device, group)
+        return _run_group(model, source, settings, job, device, group)
 
     try:
         for group in ctx.rounds(todo, chunk):
@@ -257,7 +324,7 @@ def _certify_rounds(
             bar.close()
 
 
-def _certify_group(model, source, settings: CertifySettings, device, group: List[int]) -> list:
+def _run_group(model, source, settings: CertifySettings, job: Job, device, group: List[int]) -> list:
     """(row cells, counts line, digest) of each example of `group` (empty on a rank with none left)."""
     if not group:
         return []
@@ -265,7 +332,7 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
     labels = source.labels[group]
     x = source.read(group)
     try:
-        result = certify_with(model, x, labels, settings, device=device, indices=group)
+        result = job.sample(model, x, labels, settings, device, group)
     except (Exception, SystemExit) as exc:
         rows = model_failure_rows(exc)
         if rows is None:
@@ -277,11 +344,6 @@ def _certify_group(model, source, settings: CertifySettings, device, group: List
         raise CliError(f"the model failed on a batch of {rows}: {type(exc).__name__}: {first_line(exc)}") from None
     digests = example_digests(group, labels, x)
     per_example = (time.perf_counter() - start) / len(group)
-    lines = []
-    for j, i in enumerate(group):
-        cells = [str(i), str(int(labels[j]))] + [repr(float(r)) for r in np.atleast_1d(result.radius[j])]
-        if settings.adaptive:
-            cells.append(str(int(result.n_used[j])))
-        cells.append(f"{per_example:.4f}")
-        lines.append((cells, format_counts_line(result.counts[j], labels[j]), digests[j]))
-    return lines
+    return [
+        (cells, line, digest) for (cells, line), digest in zip(job.rows(result, group, labels, per_example), digests)
+    ]

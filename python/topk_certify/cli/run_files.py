@@ -2,7 +2,7 @@
 the lock. Everything is checked, reading only, before the first byte is written; then
 they are created together (or continued, on resume).
 
-A resume continues only the same run: every meta key the run writes, with the same values
+A resume continues only the same run: a run of the same kind (certify or predict), every meta key the run writes, with the same values
 (settings, data path and labels, the model's fingerprint); the examples already written,
 read again and compared with their recorded digests; the rows a prefix of the selection;
 and, for a fixed-n run with a counts file, each row's radii recomputed from its counts line.
@@ -21,6 +21,9 @@ from ..formats.counts import CountsWriter
 from ..formats.lock import RunLock
 from .errors import CliError
 from .identity import ExampleLog
+
+# A meta written before runs recorded their kind is a certify run's: only certify wrote them.
+KIND_BEFORE_KINDS = "certify"
 
 
 def same_file(a: str, b: str) -> bool:
@@ -77,7 +80,7 @@ class RunFiles:
     def _continue(self, resume: bool) -> Set[int]:
         if not resume:
             raise CliError(f"{self.out} already exists: pass --resume to continue that run, or choose another -o")
-        recorded = table.check_meta(self.out, self.meta, progress=("examples",))
+        recorded = table.check_meta(self.out, self._meta_to_match(), progress=("examples",))
         rows, torn = self.table.existing_rows()
         done = table.done_indices(self.out, rows)
         if done != set(self.selected[: len(done)]):
@@ -102,6 +105,22 @@ class RunFiles:
             self.counts.reopen()
         self.table.reopen(rows, torn)
         return done
+
+    def _meta_to_match(self) -> Dict[str, object]:
+        """The meta a resume must find: a run of another kind is refused by name first (its
+        settings would all differ); a meta from before kinds were recorded is a certify run's."""
+        recorded = table.read_meta(self.out)
+        if recorded is None or "kind" not in self.meta:
+            return self.meta  # check_meta names what is missing
+        kind, theirs = self.meta["kind"], recorded.get("kind", KIND_BEFORE_KINDS)
+        if theirs != kind:
+            raise CliError(
+                f"cannot resume {self.out}: it is the output of a {theirs} run, not of a {kind} run; "
+                f"run {theirs} to continue it, or choose another -o"
+            )
+        if "kind" not in recorded:
+            return {key: value for key, value in self.meta.items() if key != "kind"}
+        return self.meta
 
     def _create(self) -> None:
         leftover = self.counts is not None and os.path.exists(self.counts.path)

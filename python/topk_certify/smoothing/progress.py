@@ -11,13 +11,14 @@ def tqdm_class():
     return tqdm
 
 
-def samples_bar(total: int):
-    return tqdm_class()(total=total, unit="samples", unit_scale=True, desc="certify", dynamic_ncols=True)
+def samples_bar(total: int, name: str = "certify"):
+    """A bar over `total` samples, labelled with what the caller runs (`certify`, `predict`)."""
+    return tqdm_class()(total=total, unit="samples", unit_scale=True, desc=name, dynamic_ncols=True)
 
 
-def optional_samples_bar(total: int):
+def optional_samples_bar(total: int, name: str = "certify"):
     """samples_bar, or None where tqdm is not installed (the command line's bar is a nicety)."""
     try:
-        return samples_bar(total)
+        return samples_bar(total, name)
     except ImportError:
         return None
