@@ -9,7 +9,7 @@ import warnings
 from typing import Optional, Sequence
 
 from ..distributed import AgreedError, world_size_from_env
-from . import analyze, bench, certify, demo, radius
+from . import analyze, bench, certify, demo, predict, radius
 from .args import Parser
 from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, CliError, Terminated, first_line
 
@@ -23,7 +23,14 @@ def build_parser() -> Parser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (radius, certify, analyze, demo, bench):  # each: NAME, HELP, DESCRIPTION, add_arguments, run
+    for command in (
+        radius,
+        certify,
+        predict,
+        analyze,
+        demo,
+        bench,
+    ):  # each: NAME, HELP, DESCRIPTION, add_arguments, run
         one = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
         command.add_arguments(one)
         one.set_defaults(handler=command.run)
@@ -62,8 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _interrupted(args, exc: KeyboardInterrupt) -> int:
-    """Ctrl-C (exit 130) or SIGTERM (exit 143): one line; a certify run is left resumable."""
-    hint = "; rerun with --resume to continue" if args is not None and args.command == "certify" else ""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): one line; a certify or predict run is left resumable."""
+    resumable = args is not None and args.command in (certify.NAME, predict.NAME)
+    hint = "; rerun with --resume to continue" if resumable else ""
     if isinstance(exc, Terminated):
         return fail(f"terminated (SIGTERM){hint}", EXIT_TERMINATED)
     return fail(f"interrupted{hint}", EXIT_INTERRUPTED)
