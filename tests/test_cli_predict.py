@@ -281,6 +281,19 @@ def test_the_progress_bar_is_named_predict(tmp_path, data):
     assert "predict:" in run.stderr and "certify" not in run.stderr
 
 
+def test_predict_batchs_bar_is_named_predict_and_certify_batchs_certify(capsys, data):
+    pytest.importorskip("tqdm")
+    _, x, y = data
+    from cli_models import Linear
+
+    topk_certify.predict_batch(Linear(), x[:2], k=1, sigma=0.5, n=50, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "predict:" in err and "certify" not in err
+    topk_certify.certify_batch(Linear(), x[:2], y[:2], k=1, sigma=0.5, n=50, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "certify:" in err and "predict" not in err
+
+
 def test_an_interrupted_predict_run_says_it_resumes(capsys):
     code = _interrupted(argparse.Namespace(command="predict"), Terminated())
     assert code == EXIT_TERMINATED

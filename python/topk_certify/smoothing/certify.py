@@ -84,7 +84,9 @@ def _bar_callback(bar, finished: Optional[List[int]] = None) -> Optional[Callabl
     return on_batch
 
 
-def count_plan(torch, model, sampler, plan: Sequence[Tuple[int, int]], progress: bool) -> Dict[int, np.ndarray]:
+def count_plan(
+    torch, model, sampler, plan: Sequence[Tuple[int, int]], progress: bool, name: str = "certify"
+) -> Dict[int, np.ndarray]:
     """Counts for every (purpose, m) of `plan`, for every example: {purpose: (E, C) int64}.
 
     The requests go example by example (example 0's purposes in plan order, then example
@@ -93,7 +95,7 @@ def count_plan(torch, model, sampler, plan: Sequence[Tuple[int, int]], progress:
     num_examples = sampler.x.shape[0]
     requests = ((e, purpose, m) for e in range(num_examples) for purpose, m in plan)
     counts: Dict[int, np.ndarray] = {}
-    bar = samples_bar(num_examples * sum(m for _, m in plan)) if progress else None
+    bar = samples_bar(num_examples * sum(m for _, m in plan), name) if progress else None
     finished = [0]
     try:
         with eval_mode(torch, model), torch.inference_mode():

@@ -74,7 +74,7 @@ def predict_batch(
         single_k(settings.ks[0], num_classes)
 
     sampler = make_sampler(model, x, settings, indices, on_num_classes=check_k)
-    counts = count_plan(torch, model, sampler, [(ESTIMATE, settings.n)], settings.progress)[ESTIMATE]
+    counts = count_plan(torch, model, sampler, [(ESTIMATE, settings.n)], settings.progress, "predict")[ESTIMATE]
     labels, abstained = predict_counts(counts, k=settings.ks[0], alpha=settings.alpha)
     return PredictResult(
         labels=labels,
