@@ -103,7 +103,8 @@ def _noise_flags(p) -> None:
         dest="n",
         type=int,
         default=100_000,
-        help="noise samples per example (the most, with --adaptive; default 100000); spell it --num-samples under torchrun",
+        help="noise samples per example (default 100000; the most, with certify --adaptive); "
+        "spell it --num-samples under torchrun",
     )
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass (default 1000)")
@@ -123,8 +124,8 @@ def _inference_flags(p) -> None:
         "--precision",
         choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="autocast the model's forward pass (default fp32); the certificate is then the reduced-precision "
-        "model's; fp16 is refused on the CPU",
+        help="autocast the model's forward pass (default fp32); the certificate (or prediction) is then the "
+        "reduced-precision model's; fp16 is refused on the CPU",
     )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (CUDA graphs on CUDA; compiles once per run)"
