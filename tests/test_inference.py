@@ -408,3 +408,31 @@ def test_a_resume_with_other_inference_settings_is_refused(tmp_path):
         assert run.returncode == 2 and "other settings" in run.stderr and f"({name}:" in run.stderr, run.stderr
         assert (tmp_path / "o.tsv").read_bytes() == before
     assert subprocess.run([*base, "--resume"], capture_output=True).returncode == 0  # the same settings go on
+
+
+def test_after_an_out_of_memory_error_the_halves_of_a_compiled_batch_run_uncompiled(monkeypatch):
+    calls = []
+
+    def fake_compile(core, mode=None, dynamic=None):
+        def compiled(batch):
+            calls.append(batch.shape[0])
+            if len(calls) == 2:  # the first batch after the probe
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return core(batch)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = _randomize_batchnorms(ConvBN())
+    x = torch.rand(2, 3, 6, 6)
+    runner = inference.runner_for(model, x, _settings(compile=True))
+    batch = inference.probe_batch(x, 0.5, 64)
+    with torch.inference_mode():
+        with pytest.raises(torch.OutOfMemoryError):
+            runner(batch)
+        halves = torch.cat([runner(batch[:32]), runner(batch[32:])])  # as the sampler retries
+        whole = runner(batch)  # the full batch is compiled again
+    assert calls == [64, 64, 64]
+    expected = _logits(model, batch)
+    for out in (halves, whole):
+        assert float((out - expected).abs().max() / expected.abs().max()) < 1e-5

@@ -74,6 +74,8 @@ class Runner:
         self.device = device
         self.static: Optional[torch.Tensor] = None  # compiled: the one batch shape it runs
         self.cuda_graphs = False
+        self.eager: Optional[Callable] = None  # compiled: the same form uncompiled
+        self.out_of_memory = False  # a padded batch ran out of memory: shorter ones run eager
 
     def parameters(self):
         """The user's module's parameters (the sampler names their dtype when a batch fails)."""
@@ -82,27 +84,39 @@ class Runner:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         rows = batch.shape[0]
+        if self.static is not None and rows < self.static.shape[0] and self.out_of_memory:
+            # The sampler retries in halves after an out-of-memory error: padding them back
+            # up to the static shape would fail the same way, so they run uncompiled.
+            return self._run(self.eager, self._layout(batch), rows)
         if self.static is not None:
             if rows > self.static.shape[0]:  # never expected: the sampler's batches are at most batch_size
                 self.static = torch.empty_like(batch, memory_format=self._format())
             self.static[:rows].copy_(batch)  # a shorter batch: the rest is padding, sliced off below
             batch = self.static
-        elif self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        else:
+            batch = self._layout(batch)
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            out = self.core(batch)
-        else:
-            with torch.autocast(self.device.type, dtype=dtype):
-                out = self.core(batch)
-            if isinstance(out, torch.Tensor) and out.is_floating_point():
-                out = out.float()
+        try:
+            out = self._run(self.core, batch, rows)
+        except torch.OutOfMemoryError:
+            self.out_of_memory = self.static is not None
+            raise
         if self.static is not None and isinstance(out, torch.Tensor) and out.ndim >= 1:
             # the output of a CUDA graph is overwritten by its next replay: keep a copy
             out = out[:rows].clone()
         return out
+
+    def _layout(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    def _run(self, core: Any, batch: torch.Tensor, rows: int) -> Any:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return core(batch)
+        with torch.autocast(self.device.type, dtype=dtype):
+            out = core(batch)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
 
     def _format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
@@ -437,6 +451,7 @@ def _build(model: Any, x: torch.Tensor, settings: Any, static_rows: Optional[int
     runner = Runner(core, model, channels_last=channels_last, precision=settings.precision, device=x.device)
     if settings.compile and static_rows is not None:
         cuda = x.device.type == "cuda"
+        runner.eager = core
         runner.core = torch.compile(core, mode="reduce-overhead" if cuda else None, dynamic=False)
         runner.cuda_graphs = cuda
         shape = (static_rows, *x.shape[1:])
