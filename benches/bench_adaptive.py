@@ -32,6 +32,10 @@ checked against `n_used`.
 
 `--ceiling` replaces the stopping rule by a clairvoyant one that knows the fixed run's outcome
 (simulated samples): what no rule that loses nothing can beat with these looks and spending.
+It then runs the rule on the same samples and prints its share of the ceiling's saving and a
+breakdown of the examples that the ceiling stops before the rule: grouped by what kept the
+rule going at the ceiling's look (which k, the next requested radius, how far the fixed
+run's radius is below it), with the forward passes each group costs.
 
 Usage: python benches/bench_adaptive.py [--case cifar10 mix100 mix1000] [--split tune] [--sim | --ceiling]
 """
@@ -227,6 +231,90 @@ def ceiling(probs, labels, case: Case, seed: int, spent: bool = True):
         best.append(so_far)
         rows += schedule.sizes[s]
     return np.array(fixed), rows, np.array(best)
+
+
+def rule_and_ceiling(probs, labels, case: Case, seed: int):
+    """The stopping rule and the clairvoyant one (`ceiling`, spent) on the same looks of the
+    same samples. Per example: (the look where the rule stops, where the ceiling stops, the
+    fixed radius, the rule's radius, what kept the rule going at the ceiling's look: a list of
+    (k, the next requested radius) that `adaptive.open_radii` left open)."""
+    from topk_certify import adaptive
+    from topk_certify.stats import certify_counts
+
+    schedule = adaptive.make_schedule(N, ALPHA)
+    radii, ks = np.asarray(case.radii), list(case.ks)
+    out = []
+    for e, looks in enumerate(stage_counts(probs, seed)):
+        label = int(labels[e])
+        fixed = certify_counts(looks[-1:], [label], k=ks, sigma=case.sigma, alpha=ALPHA)[0]
+        wanted = fixed[:, None] > radii[None, :]
+        best, rule_at, ceiling_at, rule_radius, kept = np.zeros((1, len(ks))), None, None, None, []
+        for s, counts in enumerate(looks):
+            if rule_at is None:
+                best, stop = adaptive.step(
+                    counts, np.array([label]), best, s, schedule, radii, ks, case.sigma, "simuem"
+                )
+            else:  # the rule has stopped: only the ceiling's radii go on
+                now = certify_counts(counts[None], [label], k=ks, sigma=case.sigma, alpha=schedule.alphas[s])
+                best, stop = np.maximum(best, now), False
+            if ceiling_at is None and np.all((best[0][:, None] > radii[None, :]) >= wanted):
+                ceiling_at = s
+                if rule_at is None and not stop:
+                    settings = adaptive.DEFAULT_SETTINGS
+                    targets, open_ = adaptive.open_radii(
+                        counts, label, best[0], s, schedule, radii, ks, case.sigma, "simuem", settings
+                    )
+                    kept = [(k, float(targets[j])) for j, k in enumerate(ks) if open_[j]]
+            if rule_at is None and stop:
+                rule_at, rule_radius = s, best[0].copy()
+            if rule_at is not None and ceiling_at is not None:
+                break
+        out.append((rule_at, len(looks) - 1 if ceiling_at is None else ceiling_at, fixed, rule_radius, kept))
+    return out
+
+
+def how_far(fixed: float, target: float) -> str:
+    """How far the fixed run's radius falls below the requested radius the rule still sought."""
+    if fixed <= 0.0:
+        return "certified nowhere"
+    gap = target - fixed
+    return "within 0.02" if gap < 0.02 else "within 0.1" if gap < 0.1 else "0.1 or more"
+
+
+def print_breakdown(name: str, case: Case, runs) -> dict:
+    """Where the rule spends more than the ceiling: the examples that the ceiling stops before
+    the rule, grouped by what kept the rule going at the ceiling's look (which k, which next
+    radius, how far the fixed run's radius is below it), with the forward passes they cost."""
+    from collections import defaultdict
+
+    sizes = adaptive_sizes()
+    rule_rows = sum(int(sizes[r[0]]) for r in runs)
+    ceiling_rows = sum(int(sizes[r[1]]) for r in runs)
+    groups: dict = defaultdict(lambda: [0, 0])
+    ks = list(case.ks)
+    for rule_at, ceiling_at, fixed, _, kept in runs:
+        extra = int(sizes[rule_at] - sizes[ceiling_at])
+        if extra <= 0:
+            continue
+        key = ", ".join(f"top-{k} r={t:g} ({how_far(float(fixed[ks.index(k)]), t)})" for k, t in kept)
+        groups[key][0] += 1
+        groups[key][1] += extra
+    late = sum(g[1] for g in groups.values())
+    early = sum(1 for r in runs if r[0] < r[1])
+    print(f"\n{name}: the rule on the ceiling's samples: {rule_rows:,} forward passes against {ceiling_rows:,}")
+    print(f"  ({100 * ceiling_rows / rule_rows:.1f}% of the ceiling's saving)")
+    print(f"  stopped before the ceiling (an outcome of the fixed run missed): {early} examples")
+    print(f"  stopped after it: {sum(g[0] for g in groups.values())} examples, {late:,} forward passes more;")
+    print("  at the ceiling's look the rule still sought:")
+    for key, (count, extra) in sorted(groups.items(), key=lambda kv: -kv[1][1])[:12]:
+        print(f"  {count:4d} examples {extra:>11,} passes ({100 * extra / max(late, 1):3.0f}%)  {key}")
+    return dict(share=ceiling_rows / rule_rows)
+
+
+def adaptive_sizes() -> np.ndarray:
+    from topk_certify import adaptive
+
+    return np.asarray(adaptive.make_schedule(N, ALPHA).sizes)
 
 
 def simulate(probs, labels, case: Case, seed: int):
@@ -425,15 +513,29 @@ def main(argv=None) -> int:
                 summary[label] = report(
                     label, case, probs, labels, fixed, N * len(labels), adapt, rows_a, seconds, oracle
                 )
+            # The rule on the same samples, and where it spends more than the ceiling.
+            runs = rule_and_ceiling(probs, labels, case, seed)
+            sizes = adaptive_sizes()
+            rows_r = sum(int(sizes[r[0]]) for r in runs)
+            label = f"{name} rule"
+            rule_radius = np.stack([r[3] for r in runs])
+            seconds = time.perf_counter() - start
+            summary[label] = report(
+                label, case, probs, labels, fixed, N * len(labels), rule_radius, rows_r, seconds, oracle
+            )
+            summary[label]["ceiling"] = print_breakdown(name, case, runs)["share"]
             continue
         if args.sim:
             fixed, rows_f, adapt, rows_a = simulate(probs, labels, case, seed)
         else:
             fixed, rows_f, adapt, rows_a = run_model(probs, labels, case, seed, args.batch_size)
         summary[name] = report(name, case, probs, labels, fixed, rows_f, adapt, rows_a, time.perf_counter() - start)
-    print(f"\n{'case':16} saving  oracle  share  worst loss (points)")
+    print(f"\n{'case':16} saving  oracle  share  worst loss (points)  share of the ceiling")
     for name, s in summary.items():
-        print(f"{name:16} {s['saving']:6.2f}x {s['oracle']:6.2f}x {100 * s['share']:4.0f}%  {s['loss']:.1f}")
+        ceiling_share = f"{100 * s['ceiling']:5.1f}%" if "ceiling" in s else ""
+        print(
+            f"{name:16} {s['saving']:6.2f}x {s['oracle']:6.2f}x {100 * s['share']:4.0f}%  {s['loss']:19.1f}  {ceiling_share}"
+        )
     return 0
 
 

@@ -313,3 +313,111 @@ def test_step_is_pure_and_stops_at_the_last_look():
     assert stop and np.all(best == 0)  # the input is not modified
     earlier, _ = adaptive.step(counts, np.array([0]), new, 0, schedule, radii, [1], 0.5, "simuem")
     assert np.all(earlier >= new)  # the best radius never shrinks
+
+
+def expected_radius(p: np.ndarray, n: int, ks, sigma: float, alpha: float) -> np.ndarray:
+    """Radii of the label (column 0) at the counts n p, rounded."""
+    counts = np.rint(p * n).astype(np.int64)
+    counts[0] += n - counts.sum()
+    return certify_counts(counts[None], [0], k=list(ks), sigma=sigma, alpha=alpha)[0]
+
+
+def test_predictive_radii_are_a_pure_function_of_the_counts():
+    counts = np.array([3000, 1500, 400, 100])
+    a = adaptive.predictive_radii(counts, 0, [1, 2], 100_000, 7e-4, 0.25, "simuem", 500)
+    b = adaptive.predictive_radii(counts.copy(), 0, [1, 2], 100_000, 7e-4, 0.25, "simuem", 500)
+    assert a.shape == (500, 2)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(counts, [3000, 1500, 400, 100])  # the input is not modified
+
+
+@pytest.mark.parametrize("num_classes", [10, 1000])
+def test_predictive_radii_centre_on_the_radius_of_the_full_budget(num_classes):
+    # 5,000 samples of a label at 0.6 against 0.2, 0.1 and 0.06: the predicted radius at
+    # 100,000 samples spreads around the radius of the expected counts there, by less than
+    # 0.05 either way in 90% of the draws (its own spread at 100,000 samples is about 0.01).
+    p = tail_example(num_classes, 0.6, [0.2, 0.1, 0.06])
+    counts = np.random.default_rng(1).multinomial(5000, p)
+    ks = [1, 3]
+    target = expected_radius(p, 100_000, ks, 0.25, 7e-4)
+    draws = adaptive.predictive_radii(counts, 0, ks, 100_000, 7e-4, 0.25, "simuem", 1000)
+    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+    assert np.all(lo > target - 0.05) and np.all(hi < target + 0.05), (lo, hi, target)
+    assert np.all(lo < target + 0.01) and np.all(hi > target - 0.01)
+
+
+def test_predictive_chance_is_calibrated():
+    """Over streams of one example, the predicted chance that the full budget certifies beyond
+    r, averaged, is the frequency with which it does (the rule's level is a probability)."""
+    p = np.array([0.62, 0.33, 0.05])
+    n, used, sigma, level = 20_000, 8000, 0.25, 7e-4
+    rng = np.random.default_rng(4)
+    r = float(expected_radius(p, n, [1], sigma, level)[0])  # the median final radius: chance about 1/2
+    chances, hits = [], []
+    for _ in range(200):
+        first = rng.multinomial(used, p)
+        draws = adaptive.predictive_radii(first, 0, [1], n, level, sigma, "simuem", 400)
+        chances.append(float((draws[:, 0] > r).mean()))
+        final = first + rng.multinomial(n - used, p)
+        hits.append(certify_counts(final[None], [0], k=1, sigma=sigma, alpha=level)[0] > r)
+    assert 0.25 < np.mean(hits) < 0.75  # the test is at the uncertain point
+    assert abs(np.mean(chances) - np.mean(hits)) < 0.1
+    # and the chance tells the streams apart: higher where the full budget did certify
+    assert np.mean(np.array(chances)[np.array(hits)]) > np.mean(np.array(chances)[~np.array(hits)]) + 0.2
+
+
+def test_the_predictive_check_stops_what_the_projection_keeps_sampling():
+    # 100 classes, top-3 at radius 0: the label at 0.026 is third, just above 0.024 and 0.021,
+    # too close for 100,000 samples to certify. The optimistic projection alone keeps such an
+    # example for tens of thousands of samples; the predictive check stops it once the chance
+    # that the full budget certifies it is below its level. It only adds stops: no example
+    # runs longer with it, and on these streams none loses a radius.
+    probs = np.stack([tail_example(100, 0.026, [0.70, 0.038, 0.024, 0.021, 0.018])] * 10)
+    kwargs = dict(n=100_000, alpha=1e-3, sigma=0.5, ks=(3,), bound="simuem", radii=[0.0, 0.5])
+    radius, _, n_used, _ = run_adaptive(probs, np.zeros(10, dtype=np.int64), **kwargs)
+    off = adaptive.Settings(predictive_chance=0.0)
+    honest = adaptive.step
+    try:
+        adaptive.step = lambda *args: honest(*args, settings=off)
+        radius_off, _, n_off, _ = run_adaptive(probs, np.zeros(10, dtype=np.int64), **kwargs)
+    finally:
+        adaptive.step = honest
+    assert np.all(radius == 0.0) and np.all(radius_off == 0.0)
+    assert np.all(n_used <= n_off)
+    assert n_used.sum() < 0.7 * n_off.sum(), (n_used, n_off)
+
+
+def test_open_radii_names_the_unsettled_k():
+    # The label at 0.55 against 0.4 after the first look that uses the predictive check: the
+    # full budget certifies top-1 to about 0.085 (sigma 0.5), so 0.05 is open and 0.2 is
+    # settled; top-2, already certified beyond every requested radius, is settled.
+    schedule = adaptive.make_schedule(100_000, 1e-3)
+    settings = adaptive.DEFAULT_SETTINGS
+    stage = next(s for s, size in enumerate(schedule.sizes) if size >= settings.predictive_from)
+    p = np.array([0.55, 0.4, 0.05])
+    counts = np.rint(p * schedule.sizes[stage]).astype(np.int64)
+    final = expected_radius(p, 100_000, [1], 0.5, schedule.alphas[-1])[0]
+    assert 0.06 < final < 0.11
+    radii = np.array([0.0, 0.05, 0.2, 1.0])
+    for best_top1, target, is_open in [(0.01, 0.05, True), (0.1, 0.2, False)]:
+        best = np.array([best_top1, 1.5])
+        targets, open_ = adaptive.open_radii(counts, 0, best, stage, schedule, radii, [1, 2], 0.5, "simuem", settings)
+        assert targets[0] == target and open_[0] == is_open
+        assert not open_[1]
+
+
+def test_open_radii_the_predictive_check_settles_what_the_projection_leaves_open():
+    # The 100-class example above (top-3 at radius 0, out of reach of 100,000 samples) at the
+    # expected counts of 24,326 samples: the optimistic projection still holds radius 0 open,
+    # the predictive chance (about 0.08) is below the level there (about 0.12).
+    schedule = adaptive.make_schedule(100_000, 1e-3)
+    stage = schedule.sizes.index(24_326)
+    counts = np.rint(tail_example(100, 0.026, [0.70, 0.038, 0.024, 0.021, 0.018]) * 24_326).astype(np.int64)
+    radii = np.array([0.0, 0.5])
+    args = (counts, 0, np.zeros(1), stage, schedule, radii, [3], 0.5, "simuem")
+    _, open_off = adaptive.open_radii(*args, adaptive.Settings(predictive_chance=0.0))
+    _, open_on = adaptive.open_radii(*args, adaptive.DEFAULT_SETTINGS)
+    assert open_off[0] and not open_on[0]
+    # Below predictive_from samples the check is not used: the projection alone decides.
+    early = adaptive.Settings(predictive_from=30_000)
+    assert adaptive.open_radii(*args, early)[1][0]
