@@ -10,6 +10,14 @@ import numpy as np
 
 BOUNDS = ("simuem", "binocp")
 
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for the
+    one-line errors that quote a failure of the user's code."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 KLike = Union[int, Sequence[int]]
 
 

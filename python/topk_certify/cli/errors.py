@@ -16,6 +16,8 @@ class CliError(Exception):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
+    """The first line of an exception's message (its type name when it has none). The twin of
+    `_checks.first_line`, kept here because this leaf loads before the command line handles
+    Ctrl-C, and `_checks` would bring numpy into that window."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -13,6 +13,7 @@ import warnings
 
 import torch
 
+from .._checks import first_line
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
 from .fingerprint import remember_file
@@ -24,11 +25,6 @@ ALLOWED = "path/to/file.py:NAME, package.module:NAME, a TorchScript file or a Co
 
 class ModelSpecError(ValueError):
     """A model spec that does not give a model; the message is one line naming the spec."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def load_model(spec: str, device) -> torch.nn.Module:
@@ -65,7 +61,7 @@ def _load_file(spec: str, device):
             warnings.simplefilter("ignore", FutureWarning)
             model = torch.jit.load(io.BytesIO(data), map_location=device)
     except (RuntimeError, ValueError) as exc:
-        raise ModelSpecError(f"{spec}: not a TorchScript file torch.jit.load can read ({_first_line(exc)})") from None
+        raise ModelSpecError(f"{spec}: not a TorchScript file torch.jit.load can read ({first_line(exc)})") from None
     remember_file(model, data)
     return model
 
@@ -78,7 +74,7 @@ def _call_factory(spec: str, name: str, obj):
     except SystemExit as exc:
         raise ModelSpecError(f"{spec}: calling {name}() called sys.exit({exc.code!r})") from None
     except Exception as exc:  # the user's factory: report, don't trace
-        raise ModelSpecError(f"{spec}: calling {name}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise ModelSpecError(f"{spec}: calling {name}() failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"{spec}: {name}() returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -88,7 +84,7 @@ def _moved(model, spec: str, device):
     try:
         return model.to(device)
     except (RuntimeError, NotImplementedError) as exc:  # e.g. parameters on the meta device: no data
-        raise ModelSpecError(f"{spec}: cannot move the model to {device}: {_first_line(exc)}") from None
+        raise ModelSpecError(f"{spec}: cannot move the model to {device}: {first_line(exc)}") from None
 
 
 def _exec_file(target: str):
@@ -118,6 +114,6 @@ def _import_target(target: str):
     except ModuleNotFoundError as exc:
         if not target.endswith(".py"):
             raise ModelSpecError(f"no module named {exc.name!r} (from {target!r})") from None
-        raise ModelSpecError(f"importing {target} failed: ModuleNotFoundError: {_first_line(exc)}") from None
+        raise ModelSpecError(f"importing {target} failed: ModuleNotFoundError: {first_line(exc)}") from None
     except Exception as exc:  # the user's file: report, don't trace
-        raise ModelSpecError(f"importing {target} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise ModelSpecError(f"importing {target} failed: {type(exc).__name__}: {first_line(exc)}") from None

@@ -12,6 +12,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .._checks import first_line
+
 _FAILED_BATCH = "_topk_certify_batch_rows"
 # After this many passes at a reduced size, the next pass tries twice the rows again.
 GROW_BACK_AFTER = 8
@@ -44,12 +46,6 @@ def model_failure_rows(exc: BaseException) -> Optional[int]:
     return getattr(exc, _FAILED_BATCH, None)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type's name when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _out_of_memory_types() -> tuple:
     found = {getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)}
     return tuple(t for t in found if t is not None)
@@ -69,7 +65,6 @@ class SplittingForward:
         self.full = full
         self.fit = full
         self._fitted = 0  # passes that fitted since the last change of `fit`
-        self.splits = 0  # out-of-memory errors survived (for tests and the curious)
 
     def __call__(self, batch: torch.Tensor):
         rows = batch.shape[0]
@@ -113,7 +108,6 @@ class SplittingForward:
             raise error from None
         self.fit = max(1, min(self.fit, rows) // 2)
         self._fitted = 0
-        self.splits += 1
 
     def _grow_back(self) -> None:
         if self.fit >= self.full:

@@ -37,9 +37,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import numpy as np
 import torch
 
+from .._checks import first_line
 from ..stats import count_labels
 from . import inputs
-from .forward import ModelExit, SplittingForward, first_line, mark_model_failure, model_failure_rows
+from .forward import ModelExit, SplittingForward, mark_model_failure, model_failure_rows
 
 __all__ = [
     "NoiseSampler",
