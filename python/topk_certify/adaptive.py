@@ -43,10 +43,11 @@ FUTILITY = 0.05  # one-sided level of the label's optimistic bound
 OTHERS_LEVEL = 0.2  # one-sided level of the other labels' pessimistic bounds, before selection
 # Out of reach: the full budget certifies it with a predictive probability below
 # PREDICTIVE_CHANCE * (samples used / PREDICTIVE_FROM) ** PREDICTIVE_GROWTH.
-PREDICTIVE_CHANCE = 0.06
-PREDICTIVE_GROWTH = 0.3
+PREDICTIVE_CHANCE = 0.03
+PREDICTIVE_GROWTH = 0.5
 PREDICTIVE_FROM = 1500  # samples before the predictive check is used (with fewer it is overconfident)
-PREDICTIVE_WEIGHT = 0.5  # the posterior's parameters times this: the same means, a wider spread
+PREDICTIVE_WEIGHT = 0.5  # the label's posterior parameters times this: the same mean, a wider spread
+PREDICTIVE_OTHERS_WEIGHT = 1.0  # the same for the other labels: untempered
 PREDICTIVE_DRAWS = 1000  # draws of the posterior predictive
 PREDICTIVE_SEED = 20_200  # a fixed seed: the rule is a pure function of the counts
 PREDICTIVE_OTHERS = 20  # other labels modelled beyond the top k; the rest is lumped and never competes
@@ -67,6 +68,7 @@ class Settings:
     predictive_growth: float = PREDICTIVE_GROWTH
     predictive_from: int = PREDICTIVE_FROM
     predictive_weight: float = PREDICTIVE_WEIGHT
+    predictive_others_weight: float = PREDICTIVE_OTHERS_WEIGHT
     predictive_draws: int = PREDICTIVE_DRAWS
 
     def chance_at(self, used: int) -> float:
@@ -287,37 +289,40 @@ def predictive_radii(
     bound: str,
     draws: int,
     weight: float = PREDICTIVE_WEIGHT,
+    others_weight: float = PREDICTIVE_OTHERS_WEIGHT,
 ) -> np.ndarray:
     """(draws, len(ks)) radii that the full budget n would give at the last look's level,
-    drawn jointly from the posterior predictive of the counts: label probabilities from a
-    Dirichlet posterior over the label, the largest other labels and the rest lumped
-    together, then the remaining n - used samples from them. The label and its rivals move
-    together (what one gains another loses), and the top k others at n are whichever labels
-    come out largest, so the largest of several similar labels is not taken at its own
-    estimate. The posterior is tempered: its Dirichlet parameters times `weight` keep its
-    means and widen its spread by 1 / weight (the plain posterior under-predicted the chance
-    of certifying on the tuning split). Deterministic (a fixed seed): a pure function of the
-    counts, which it does not modify."""
+    drawn jointly from the posterior predictive of the counts: label probabilities from the
+    normalised Gamma draws of a Dirichlet posterior over the label, the largest other labels
+    and the rest lumped together, then the remaining n - used samples from them. The label
+    and its rivals move together (what one gains another loses), and the top k others at n
+    are whichever labels come out largest, so the largest of several similar labels is not
+    taken at its own estimate. Each part is tempered by its own weight (a Gamma's shape and
+    rate times w keep its mean and multiply its variance by 1 / w): the label by `weight`
+    (the plain posterior under-predicted the chance of certifying on the tuning split), the
+    others by `others_weight` (widening many similar tail labels lifts the k-th largest of
+    their draws above what the full budget gives, so the chance at top-5 came out too low).
+    Deterministic (a fixed seed): a pure function of the counts, which it does not modify."""
     used = int(counts.sum())
     num_classes = counts.shape[0]
     others = np.delete(np.arange(num_classes), label)
     kept = others[np.argsort(-counts[others], kind="stable")[: max(ks) + PREDICTIVE_OTHERS]]
     seen = counts[np.concatenate([[label], kept])].astype(np.float64)
-    prior = np.full(seen.size, PRIOR_OTHERS)
-    prior[0] = PRIOR_LABEL
-    lumped = kept.size < others.size
-    posterior = np.append(seen + prior, used - seen.sum() + PRIOR_OTHERS) if lumped else seen + prior
-    params = posterior * weight  # the same means, 1 / weight times the spread
+    lumped = others.size - kept.size  # labels not modelled one by one
     rng = np.random.default_rng(PREDICTIVE_SEED)
-    gammas = rng.standard_gamma(params, size=(draws, params.size))
-    probs = gammas[:, : seen.size] / gammas.sum(axis=1, keepdims=True)
+    mass: np.ndarray = np.empty((draws, seen.size + 1))
+    mass[:, 0] = rng.standard_gamma((seen[0] + PRIOR_LABEL) * weight, size=draws) / weight
+    shapes = (seen[1:] + PRIOR_OTHERS) * others_weight
+    mass[:, 1:-1] = rng.standard_gamma(shapes, size=(draws, kept.size)) / others_weight
+    rest = (used - seen.sum() + PRIOR_OTHERS * lumped) * others_weight
+    mass[:, -1] = rng.standard_gamma(rest, size=draws) / others_weight if lumped else 0.0
+    probs = mass[:, :-1] / mass.sum(axis=1, keepdims=True)
     table: np.ndarray = np.zeros((draws, num_classes), dtype=np.int64)
     table[:, : seen.size] = seen.astype(np.int64) + rng.poisson((n - used) * probs)
     if lumped:  # the lumped rest spread evenly over the labels not kept: it stays out of the top k
         left = np.maximum(n - table.sum(axis=1), 0)
-        spread = num_classes - seen.size
-        table[:, seen.size :] = (left // spread)[:, None]
-        table[:, seen.size] += left % spread
+        table[:, seen.size :] = (left // lumped)[:, None]
+        table[:, seen.size] += left % lumped
     labels: np.ndarray = np.zeros(draws, dtype=np.int64)
     return certify_counts(table, labels, k=list(ks), sigma=sigma, alpha=alpha_final, bound=bound)
 
@@ -358,7 +363,16 @@ def open_radii(
         # solve costs microseconds, which a cheap model's forward passes do not dwarf).
         for draws in (max(1, settings.predictive_draws // 4), settings.predictive_draws):
             radii_drawn = predictive_radii(
-                counts, label, ks, n, alpha_final, sigma, bound, draws, settings.predictive_weight
+                counts,
+                label,
+                ks,
+                n,
+                alpha_final,
+                sigma,
+                bound,
+                draws,
+                settings.predictive_weight,
+                settings.predictive_others_weight,
             )
             chance = (radii_drawn > targets[None, :]).mean(axis=0)
             if not np.any(open_ & (chance > level / 2) & (chance < 2 * level)):
