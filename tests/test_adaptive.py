@@ -421,3 +421,92 @@ def test_open_radii_the_predictive_check_settles_what_the_projection_leaves_open
     # Below predictive_from samples the check is not used: the projection alone decides.
     early = adaptive.Settings(predictive_from=30_000)
     assert adaptive.open_radii(*args, early)[1][0]
+
+
+def flat_tail_example(label_p: float) -> np.ndarray:
+    """1000 classes: four labels above the label (column 0), then 995 tail labels sharing the
+    rest evenly (about 0.00013 each), so the 5th other label is one of many equal ones."""
+    return tail_example(1000, label_p, [0.55, 0.2, 0.08, 0.04])
+
+
+def streams_closed_before_certified(p: np.ndarray, settings: adaptive.Settings, streams: int) -> int:
+    """Over sample streams of p: how many the rule settles at top-5, radius 0, from
+    predictive_from samples on, at a look before any look certifies the label there."""
+    schedule = adaptive.make_schedule(100_000, 1e-3)
+    radii = np.array([0.0, 0.25, 0.5])
+    closed = 0
+    for seed in range(streams):
+        rng = np.random.default_rng(seed)
+        counts, drawn, best = np.zeros(p.size, dtype=np.int64), 0, np.zeros(2)
+        for s, size in enumerate(schedule.sizes[:-1]):
+            counts += rng.multinomial(size - drawn, p)
+            drawn = size
+            now = certify_counts(counts[None], [0], k=[1, 5], sigma=0.5, alpha=schedule.alphas[s])[0]
+            best = np.maximum(best, now)
+            if best[1] > 0.0:
+                break
+            if size >= settings.predictive_from:
+                _, open_ = adaptive.open_radii(counts, 0, best, s, schedule, radii, [1, 5], 0.5, "simuem", settings)
+                if not open_[1]:
+                    closed += 1
+                    break
+    return closed
+
+
+def test_the_predictive_check_keeps_a_flat_tail_top5_example_that_the_full_budget_certifies():
+    # The label at 0.004 is 5th, far above the flat tail: the full budget certifies it at
+    # top-5 beyond radius 0.1 on every one of 30 streams (its radius there is about 0.12). At
+    # 1,765 samples it has about 7 samples and the tail labels 0-2 each.
+    p = flat_tail_example(0.004)
+    schedule = adaptive.make_schedule(100_000, 1e-3)
+    full = np.random.default_rng(0).multinomial(100_000, p, size=30)
+    radius = certify_counts(full, np.zeros(30, dtype=np.int64), k=5, sigma=0.5, alpha=schedule.alphas[-1])
+    assert radius.min() > 0.1
+    # The rule settles radius 0 before certifying it on at most 2 of 20 streams.
+    assert streams_closed_before_certified(p, adaptive.DEFAULT_SETTINGS, 20) <= 2
+    # Test of the test: the others' draws tempered as the label's (the earlier form) widen
+    # every tail label, lift the largest of them and settle many streams short.
+    tempered = adaptive.Settings(predictive_others_weight=0.5, predictive_chance=0.06, predictive_growth=0.3)
+    assert streams_closed_before_certified(p, tempered, 20) >= 5
+
+
+def test_untempered_others_raise_the_flat_tail_top5_chance():
+    # The same example at 1,765 samples: the predicted chance that the full budget certifies
+    # top-5 at radius 0 is higher with the others untempered, stream by stream on average.
+    p = flat_tail_example(0.004)
+    gains = []
+    for seed in range(10):
+        counts = np.random.default_rng(seed).multinomial(1765, p)
+        chance = [
+            float(
+                (adaptive.predictive_radii(counts, 0, [5], 100_000, 7e-4, 0.5, "simuem", 1000, 0.5, w)[:, 0] > 0).mean()
+            )
+            for w in (0.5, 1.0)
+        ]
+        gains.append(chance[1] - chance[0])
+    assert np.mean(gains) > 0.02 and min(gains) > -0.02, gains
+
+
+@pytest.mark.parametrize("others_weight", [0.5, 1.0, 2.0])
+def test_predictive_chance_grows_with_the_label_count(others_weight):
+    # Samples moved from the runner-up to the label never lower the predicted chance of
+    # certifying (beyond the draws' own noise); the chance falls as the radius grows (the
+    # same draws), and goes from near 0 to near 1 across the grid.
+    chances = []
+    for label_count in range(4600, 5800, 100):  # the runner-up from 5,000 down to 3,900
+        counts = np.array([label_count, 9600 - label_count, 600, 300, 100])
+        draws = adaptive.predictive_radii(counts, 0, [1, 2], 100_000, 7e-4, 0.25, "simuem", 1000, 0.5, others_weight)
+        by_radius = [(draws > r).mean(axis=0) for r in (0.0, 0.1, 0.2)]
+        assert np.all(by_radius[0] >= by_radius[1]) and np.all(by_radius[1] >= by_radius[2])
+        chances.append(by_radius[0][0])
+    assert np.all(np.diff(chances) > -0.03), chances
+    assert chances[0] < 0.05 and chances[-1] > 0.95, chances
+
+
+def test_the_predictive_level_grows_with_the_samples():
+    settings = adaptive.DEFAULT_SETTINGS
+    sizes = adaptive.make_schedule(100_000, 1e-3).sizes
+    levels = [settings.chance_at(size) for size in sizes if size >= settings.predictive_from]
+    assert np.all(np.diff(levels) > 0)
+    assert settings.chance_at(settings.predictive_from) == pytest.approx(settings.predictive_chance)
+    assert levels[-1] < 0.5  # even at the last looks, a chance of a half keeps a radius open
