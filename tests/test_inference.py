@@ -294,6 +294,63 @@ def test_the_default_keeps_the_labels_of_a_cohen_architecture():
     np.testing.assert_array_equal(optimized, plain)
 
 
+def test_slices_on_the_cpu_hold_the_rows_whose_largest_activation_fits_the_budget():
+    from topk_certify.models.architectures import build_model
+
+    x = torch.rand(1, 3, 32, 32)
+    form = inference.inference_form(_randomize_batchnorms(build_model("cifar_resnet20")), x)
+    per_row = 16 * 32 * 32 * 4  # its widest activation: 16 channels of 32 x 32 in float32
+    assert inference.slice_rows(form) == inference.CPU_SLICE_BYTES // per_row == 128
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.Flatten(), nn.LazyLinear(2))
+    wide(torch.rand(1, 3, 224, 224))  # 12.6 MB per row: fewer than one row fits, 16 is the floor
+    form = inference.inference_form(_randomize_batchnorms(wide.eval()), torch.rand(1, 3, 224, 224))
+    assert inference.slice_rows(form) == inference.CPU_SLICE_MIN_ROWS == 16
+
+
+class TwoOutputs(ConvBN):
+    def forward(self, x):
+        features = torch.relu(self.bn(self.conv(x))).flatten(1)
+        return self.fc(features), features
+
+
+def test_a_form_whose_output_is_not_one_tensor_of_rows_is_not_sliced():
+    x = torch.rand(2, 3, 6, 6)
+    form = inference.inference_form(_randomize_batchnorms(TwoOutputs()), x)
+    assert form is not None and inference.slice_rows(form) is None
+
+
+def test_sliced_cpu_batches_give_the_counts_of_whole_batches(monkeypatch):
+    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 20 * 8 * 6 * 6 * 4)  # 20 rows of ConvBN's widest
+    model = _randomize_batchnorms(ConvBN())
+    x = torch.rand(3, 3, 6, 6)
+    runner = inference.runner_for(model, x, _settings(batch_size=100))
+    assert runner.slice_rows == 20
+    seen = []
+    core = runner.core
+    monkeypatch.setattr(runner, "core", lambda batch: seen.append(batch.shape[0]) or core(batch))
+    kw = dict(sigma=0.5, n=250, batch_size=100, seed=4)
+    sliced = topk_certify.sample_counts(model, x, **kw)
+    assert max(seen) == 20 and sum(seen) == 3 * 250
+    np.testing.assert_array_equal(sliced, topk_certify.sample_counts(model, x, optimize=False, **kw))
+
+
+class BatchCentred(ConvBN):
+    """Its rows depend on the rest of their batch (logits centred on the batch's mean)."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return logits - 3 * logits.mean(0, keepdim=True)
+
+
+def test_a_model_whose_rows_depend_on_their_batch_fails_the_probe_of_slices(monkeypatch):
+    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # 16-row slices, the probe's 32 rows in halves
+    model = _randomize_batchnorms(BatchCentred())
+    x = torch.rand(4, 3, 6, 6)
+    with pytest.warns(inference.OptimizeFallbackWarning, match="probe batch"):
+        runner = inference.runner_for(model, x, _settings())
+    assert runner is model
+
+
 def test_a_later_call_reuses_the_form_until_the_module_changes():
     model = _randomize_batchnorms(ConvBN())
     x = torch.rand(2, 3, 6, 6)
@@ -357,6 +414,7 @@ def test_compile_pads_every_batch_to_one_shape_and_counts_only_real_rows(monkeyp
         return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # slices would be of 16 rows: compiled, none
     model = _randomize_batchnorms(ConvBN())
     x = torch.rand(3, 3, 6, 6)
     kw = dict(sigma=0.5, n=150, batch_size=64, seed=9)

@@ -7,6 +7,10 @@ format, training flags and attributes are never changed):
   on the copy; a BatchNorm with no such layer stays);
 - channels_last for 4-D inputs: the copy's weights, and each batch inside the runner (the
   sampler draws the noise in NCHW exactly as before, so seeded noise does not change);
+- on the CPU, a batch run in slices whose largest activation fits in about CPU_SLICE_BYTES
+  (16 rows at least): a batch of 400 CIFAR images holds 26 MB per activation, which streams
+  through memory at every layer; slices of 128 stay in the cache. Each row's logits are its
+  own whatever rows share its pass, which the probe checks on slices of its batch;
 - precision="bf16"/"fp16": autocast around the forward pass only, logits returned as float32;
 - compile=True: torch.compile (CUDA graphs on CUDA) on one static batch shape: a shorter batch
   is padded up to it and the output sliced, so padded rows are never counted and the last
@@ -45,6 +49,9 @@ PROBE_SEED = 0x5EED_0F_C0DE  # the probe's own generator: the examples' streams 
 # Largest |difference| of a logit, relative to the row's largest |logit|, that the probe
 # accepts: folding and layouts move fp32 logits by ~1e-6 relative; bf16/fp16 round to 3 digits.
 PROBE_RTOL = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 1e-2}
+CPU_SLICE_BYTES = 8 << 20  # the largest activation of one slice on the CPU (about the L3 share of a core)
+# Fewest rows of a CPU slice: every slice reads all the weights again (ResNet-50's are 100 MB)
+CPU_SLICE_MIN_ROWS = 16
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # (layer, the BatchNorm that may follow it, dimensions of the layer's output)
@@ -76,6 +83,7 @@ class Runner:
         self.cuda_graphs = False
         self.eager: Optional[Callable] = None  # compiled: the same form uncompiled
         self.out_of_memory = False  # a padded batch ran out of memory: shorter ones run eager
+        self.slice_rows: Optional[int] = None  # rows per pass on the CPU (None: the whole batch)
 
     def parameters(self):
         """The user's module's parameters (the sampler names their dtype when a batch fails)."""
@@ -93,6 +101,9 @@ class Runner:
                 self.static = torch.empty_like(batch, memory_format=self._format())
             self.static[:rows].copy_(batch)  # a shorter batch: the rest is padding, sliced off below
             batch = self.static
+        elif self.slice_rows is not None and rows > self.slice_rows:
+            parts = batch.split(self.slice_rows)
+            return torch.cat([self._run(self.core, self._layout(part), part.shape[0]) for part in parts])
         else:
             batch = self._layout(batch)
         if self.cuda_graphs:
@@ -425,7 +436,7 @@ def runner_for(model: Any, x: torch.Tensor, settings: Any) -> Callable:
             return as_given
         with torch.inference_mode():
             rows = min(PROBE_ROWS, s.batch_size if static_rows is None else static_rows)
-            problem = probe(runner, as_given, probe_batch(x, s.sigma, rows), PROBE_RTOL[s.precision])
+            problem = probe_sliced(runner, as_given, probe_batch(x, s.sigma, rows), PROBE_RTOL[s.precision])
         if problem is not None:
             warnings.warn(
                 f"the optimized form of the model disagrees with the module as given on the probe batch "
@@ -449,6 +460,8 @@ def _build(model: Any, x: torch.Tensor, settings: Any, static_rows: Optional[int
     core: Any = model if form is None else form
     channels_last = form is not None and x.ndim == 4 and any(type(m) is nn.Conv2d for m in form.modules())
     runner = Runner(core, model, channels_last=channels_last, precision=settings.precision, device=x.device)
+    if form is not None and x.device.type == "cpu" and not settings.compile:
+        runner.slice_rows = slice_rows(form)
     if settings.compile and static_rows is not None:
         cuda = x.device.type == "cuda"
         runner.eager = core
@@ -460,6 +473,35 @@ def _build(model: Any, x: torch.Tensor, settings: Any, static_rows: Optional[int
     return runner
 
 
+def slice_rows(form: torch.fx.GraphModule) -> Optional[int]:
+    """Rows per CPU pass whose largest activation fits in CPU_SLICE_BYTES, from the shapes of
+    one row recorded when the form was folded; None when they are not known for every node,
+    or the output is not one tensor with a row per input (its slices could not be joined)."""
+    largest = 0
+    for node in form.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        if node.op == "output":
+            if not _one_row_of_logits(node.args[0]):
+                return None
+        elif hasattr(meta, "shape"):
+            largest = max(largest, meta.shape.numel() * meta.dtype.itemsize)
+        elif node.op != "get_attr" and not _sizeless(node.meta.get("type")):
+            return None  # tensors in a tuple, or no shape recorded: the size of a row is not known
+    return max(CPU_SLICE_MIN_ROWS, CPU_SLICE_BYTES // largest) if largest else None
+
+
+def _one_row_of_logits(value: Any) -> bool:
+    """The form's output, traced on one row, is one tensor with one row."""
+    meta = value.meta.get("tensor_meta") if isinstance(value, torch.fx.Node) else None
+    shape = getattr(meta, "shape", None)
+    return shape is not None and len(shape) >= 1 and shape[0] == 1
+
+
+def _sizeless(kind: Any) -> bool:
+    """A node's value that holds no activation: a size, a number, a string."""
+    return isinstance(kind, type) and issubclass(kind, (int, float, bool, str, torch.Size))
+
+
 def probe_batch(x: torch.Tensor, sigma: float, rows: int) -> torch.Tensor:
     """`rows` noisy inputs (the examples in turn) from the probe's own fixed-seed generator."""
     generator = torch.Generator(device=x.device)
@@ -467,6 +509,18 @@ def probe_batch(x: torch.Tensor, sigma: float, rows: int) -> torch.Tensor:
     examples = x[torch.arange(rows, device=x.device) % x.shape[0]]
     noise = torch.empty_like(examples).normal_(0.0, sigma, generator=generator)
     return examples + noise
+
+
+def probe_sliced(runner: Runner, as_given: Callable, batch: torch.Tensor, rtol: float) -> Optional[str]:
+    """probe(), with a runner that slices its batches cutting the probe batch in two at least:
+    a model whose rows are not independent of the rest of their batch fails it."""
+    rows = runner.slice_rows
+    if rows is not None:
+        runner.slice_rows = max(1, min(rows, batch.shape[0] // 2))
+    try:
+        return probe(runner, as_given, batch, rtol)
+    finally:
+        runner.slice_rows = rows
 
 
 def probe(runner: Callable, as_given: Callable, batch: torch.Tensor, rtol: float) -> Optional[str]:
