@@ -9,7 +9,7 @@ three architectures, for the ways of running the model (smoothing/inference.py).
 The Cohen-style loop is their core.py's `_sample_noise`: per example, `x.repeat` to a batch,
 `randn_like * sigma`, `model(batch + noise).argmax(1)`, counted on the host, under no_grad.
 certify_batch runs with optimize=False (the module as given), the default (BatchNorm folded,
-channels_last), precision="bf16" and compile=True. The first call of each variant builds its
+channels_last, CPU batches in cache-sized slices), precision="bf16" and compile=True. The first call of each variant builds its
 form (folds, probes, compiles) and is timed apart, on one batch; the timed calls reuse it, as
 the calls of a long run do. Models: random weights in the
 checkpoints' layouts (Normalize in front), BatchNorm running statistics and affine parameters
@@ -22,6 +22,13 @@ noise (same seed, same batches).
 
 The CPU targets (README): with the defaults against the Cohen loop, at least 1.8x on
 cifar_resnet110 and 1.4x on resnet50, with at most 0.1% of the labels differing.
+
+glibc's malloc runs as it does for a user unless --steady-malloc is given. As is, it maps
+every freed block above its threshold back to the system, so the eager model's big
+intermediate tensors (26 MB per activation for ResNet-110 at batch 400) are faulted in again
+at every layer: the Cohen loop loses about a fifth of its speed to it on this machine, and
+the default form, which allocates less and in slices, almost nothing. --steady-malloc shows
+the gap on a process tuned to keep freed memory.
 """
 
 from __future__ import annotations
@@ -231,13 +238,20 @@ def main() -> None:
     parser.add_argument("--cli-n", type=int, default=2000, help="samples per example for the command (default 2000)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
     parser.add_argument(
+        "--steady-malloc",
+        action="store_true",
+        help="rerun with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_): "
+        "a tuned process; by default the allocator runs as it does for a user, where the eager model's "
+        "big intermediate tensors are mapped and faulted in again at every layer",
+    )
+    parser.add_argument(
         "--cpu-time",
         action="store_true",
         help="time with the process's CPU time, not the wall clock: steadier on a shared machine (with --threads 1)",
     )
     args = parser.parse_args()
     args.batch = {arch: int(b) for arch, b in (item.split("=") for item in args.batch)}
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # steadier CPU timings (see bench_sampling.py)
+    if args.steady_malloc and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.threads is not None:
@@ -247,7 +261,8 @@ def main() -> None:
         CLOCK = time.process_time
     device = torch.device(args.device)
     clock = "CPU time" if args.cpu_time else "wall clock"
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {clock}, sigma {SIGMA}")
+    malloc = "glibc malloc kept (--steady-malloc)" if "MALLOC_MMAP_THRESHOLD_" in os.environ else "glibc malloc as is"
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {clock}, {malloc}, sigma {SIGMA}")
     if not args.cli_only:
         for arch in args.archs:
             bench_arch(arch, args, device)
