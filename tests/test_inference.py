@@ -300,11 +300,11 @@ def test_slices_on_the_cpu_hold_the_rows_whose_largest_activation_fits_the_budge
     x = torch.rand(1, 3, 32, 32)
     form = inference.inference_form(_randomize_batchnorms(build_model("cifar_resnet20")), x)
     per_row = 16 * 32 * 32 * 4  # its widest activation: 16 channels of 32 x 32 in float32
-    assert inference.slice_rows(form) == inference.CPU_SLICE_BYTES // per_row == 128
+    assert inference.slice_rows(form) == inference.CPU_SLICE_BYTES // per_row == 64
     wide = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.Flatten(), nn.LazyLinear(2))
-    wide(torch.rand(1, 3, 224, 224))  # 12.6 MB per row: fewer than one row fits, 16 is the floor
+    wide(torch.rand(1, 3, 224, 224))  # 12.6 MB per row: fewer than one row fits, 8 is the floor
     form = inference.inference_form(_randomize_batchnorms(wide.eval()), torch.rand(1, 3, 224, 224))
-    assert inference.slice_rows(form) == inference.CPU_SLICE_MIN_ROWS == 16
+    assert inference.slice_rows(form) == inference.CPU_SLICE_MIN_ROWS == 8
 
 
 class TwoOutputs(ConvBN):
@@ -343,7 +343,7 @@ class BatchCentred(ConvBN):
 
 
 def test_a_model_whose_rows_depend_on_their_batch_fails_the_probe_of_slices(monkeypatch):
-    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # 16-row slices, the probe's 32 rows in halves
+    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # 8-row slices of the probe's 32 rows
     model = _randomize_batchnorms(BatchCentred())
     x = torch.rand(4, 3, 6, 6)
     with pytest.warns(inference.OptimizeFallbackWarning, match="probe batch"):
@@ -414,7 +414,7 @@ def test_compile_pads_every_batch_to_one_shape_and_counts_only_real_rows(monkeyp
         return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # slices would be of 16 rows: compiled, none
+    monkeypatch.setattr(inference, "CPU_SLICE_BYTES", 1)  # slices would be of 8 rows: compiled, none
     model = _randomize_batchnorms(ConvBN())
     x = torch.rand(3, 3, 6, 6)
     kw = dict(sigma=0.5, n=150, batch_size=64, seed=9)

@@ -64,8 +64,9 @@ def sample_counts(
             shard or a resumed run draws the same noise as one big call.
         optimize: run the model's inference form, built once per call on a copy: BatchNorm
             folded into the convolution or linear layer before it, channels_last for 4-D
-            inputs, and on the CPU each batch run in cache-sized slices (a row's logits do
-            not depend on the rows beside it, which the probe checks). It differs from the
+            inputs, and on the CPU each batch run in slices of a few MB per activation,
+            which the allocator reuses (a row's logits do not depend on the rows beside it,
+            which the probe checks). It differs from the
             module as given only by floating-point rounding, and
             is checked against it on a probe batch of noisy inputs first (any label or logit
             that differs: the module runs as given, with a warning). A model that cannot be
