@@ -263,17 +263,21 @@ def _rows(path):
 # -- Ctrl-C, the lock, kills --------------------------------------------------------------------
 
 
-def _python_is_up(pid: int, timeout: float = 30.0) -> None:
-    """Waits until the interpreter catches SIGINT: before that, the signal kills any process,
-    whatever it runs (the kernel's default action)."""
+def _python_is_up(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Waits until the interpreter catches SIGINT (before that, the signal kills any process,
+    whatever it runs: the kernel's default action) or the process has ended (its exit status
+    then says why)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        with open(f"/proc/{pid}/status") as status:
+    while time.time() < deadline and proc.poll() is None:
+        with open(f"/proc/{proc.pid}/status") as status:
             caught = next(line for line in status if line.startswith("SigCgt:"))
         if int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)):
             return
         time.sleep(0.002)
-    raise AssertionError("the interpreter did not start")
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the interpreter did not start")
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc to see the interpreter start")
@@ -288,9 +292,10 @@ def test_ctrl_c_is_one_line_exit_130_at_any_moment_and_the_run_resumes(tmp_path,
             stderr=subprocess.PIPE,
             text=True,
         )
-        _python_is_up(proc.pid)
+        _python_is_up(proc)
         time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         if proc.returncode == 0:
             continue  # it finished first
