@@ -10,6 +10,9 @@ STAMP_LINT := .venv/.stamp-lint
 LINT_TOOLS := "ruff==0.14.7" "mypy==1.19.0"
 PY_SRC     := python tests benches
 RUST_SRC   := $(shell find rust -name '*.rs') Cargo.toml pyproject.toml
+# pytest processes, each running whole test files (the timing-sensitive CLI tests were
+# checked at 2 on 2 cores; more would also compete with each test's own torch threads)
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help test test-rust test-python lint demo bench wheel clean
@@ -21,14 +24,15 @@ $(PY):
 	python3 -m venv .venv
 
 # Test and demo dependencies: numpy at runtime; torch, tqdm, matplotlib, scikit-learn for
-# the torch front and the demo; scipy, mpmath, hypothesis, pytest as test references.
-$(STAMP_DEPS): pyproject.toml | $(PY)
+# the torch front and the demo; scipy, mpmath, hypothesis, pytest as test references;
+# pytest-xdist to run the test files in two processes (most tests wait on subprocesses).
+$(STAMP_DEPS): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" numpy scipy mpmath hypothesis pytest tqdm matplotlib scikit-learn
+	$(PIP) install -q "maturin>=1.9.4,<2" numpy scipy mpmath hypothesis pytest pytest-xdist tqdm matplotlib scikit-learn
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch
 	touch $@
 
-$(STAMP_EXT): $(STAMP_DEPS) $(RUST_SRC)
+$(STAMP_EXT): $(RUST_SRC) | $(STAMP_DEPS)
 	VIRTUAL_ENV=$(CURDIR)/.venv .venv/bin/maturin develop --release -q
 	touch $@
 
@@ -53,7 +57,7 @@ test-rust:  ## cargo tests of the pure Rust core
 	cargo test --release -q
 
 test-python: $(STAMP_EXT)  ## pytest suite (builds the extension into .venv first)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 demo: $(STAMP_EXT)  ## train a small model on sklearn digits, certify it (fixed, then adaptive), analyze
 	$(PY) -m topk_certify demo
