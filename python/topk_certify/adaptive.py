@@ -31,7 +31,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ._checks import clean_radii
-from .stats import certify_counts, clopper_pearson
+from .stats import certify_counts, clopper_pearson_unchecked
 
 # Chosen on the tuning split of benches/bench_adaptive.py; docs/adaptive.md names the changes
 # made after a look at the reported split (the predictive check's pseudo-counts and tempering,
@@ -146,7 +146,14 @@ def resolve_radii(
 
 def _ndtr(x: np.ndarray) -> np.ndarray:
     """The standard normal CDF (numpy has no erfc; the arrays here hold k + 1 values)."""
-    return np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), otypes=[np.float64])(x)
+    return _elementwise(lambda v: 0.5 * math.erfc(-v / math.sqrt(2.0)), x)
+
+
+def _elementwise(function, x: np.ndarray) -> np.ndarray:
+    """function of each value of x, as float64 of x's shape (np.vectorize builds a ufunc at
+    every call, which costs more than the few values here)."""
+    values = np.asarray(x, dtype=np.float64)
+    return np.array([function(v) for v in values.ravel().tolist()], dtype=np.float64).reshape(values.shape)
 
 
 def _ndtri(p: np.ndarray) -> np.ndarray:
@@ -200,7 +207,7 @@ def _ndtri(p: np.ndarray) -> np.ndarray:
         u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
         return x - u / (1 + x * u / 2)
 
-    return np.vectorize(one, otypes=[np.float64])(p)
+    return _elementwise(one, p)
 
 
 def reaches(pl: float, p_sets: np.ndarray, radius: float, sigma: float) -> bool:
@@ -238,23 +245,23 @@ def projected_bounds(
     used = int(counts.sum())
     num_classes = counts.shape[0]
     level = alpha_final / num_classes if bound == "simuem" else alpha_final
-    _, up = clopper_pearson(counts[label], used, settings.futility)
+    _, up = clopper_pearson_unchecked(counts[label], used, settings.futility)
     final_label = int(round(float(_predictive(np.array(counts[label]), used, n, up))))
-    pl = float(clopper_pearson(final_label, n, level)[0])
+    pl = float(clopper_pearson_unchecked(final_label, n, level)[0])
     if bound != "simuem":
         return pl, np.full(top, 1.0 - pl)
     others = np.delete(counts, label)
     largest = others[np.argsort(-others, kind="stable")[:top]]
-    lo, _ = clopper_pearson(largest, used, settings.others_level)
+    lo, _ = clopper_pearson_unchecked(largest, used, settings.others_level)
     if settings.selection and lo[-1] > 0:
         # The largest of several similar counts overstates its probability: bound the
         # order statistics over every label that could be among the top k (its upper bound
         # reaches the k-th largest lower bound), Bonferroni-style.
-        _, up = clopper_pearson(others, used, settings.others_level)
+        _, up = clopper_pearson_unchecked(others, used, settings.others_level)
         rivals = max(int(np.count_nonzero(up >= lo[-1])), 1)
-        lo, _ = clopper_pearson(largest, used, settings.others_level / rivals)
+        lo, _ = clopper_pearson_unchecked(largest, used, settings.others_level / rivals)
     final_others = np.rint(np.maximum(0.0, _predictive(largest, used, n, lo))).astype(np.int64)
-    _, ub = clopper_pearson(np.minimum(final_others, n), n, level)
+    _, ub = clopper_pearson_unchecked(np.minimum(final_others, n), n, level)
     return pl, np.minimum(ub, 1.0 - pl)
 
 

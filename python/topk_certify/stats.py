@@ -103,6 +103,20 @@ def clopper_pearson(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray
             raise ValueError("successes must be in [0, trials]")
         if not np.all((a > 0) & (a < 1)):
             raise ValueError("alpha must be in the open interval (0, 1)")
+    return _bounds(x, n, a, shape)
+
+
+def clopper_pearson_unchecked(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """clopper_pearson without its checks, for the package's own arguments that hold them
+    already (0 <= successes <= trials, trials >= 1, alpha in (0, 1)): on the few values of a
+    stopping rule's look the checks cost ten times the bounds."""
+    x, n, a = np.broadcast_arrays(
+        np.asarray(successes, dtype=np.int64), np.asarray(trials, dtype=np.int64), np.asarray(alpha, dtype=np.float64)
+    )
+    return _bounds(x, n, a, x.shape)
+
+
+def _bounds(x: np.ndarray, n: np.ndarray, a: np.ndarray, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     lower, upper = _core.clopper_pearson(
         np.ascontiguousarray(x, dtype=np.int64).ravel(),
         np.ascontiguousarray(n, dtype=np.int64).ravel(),
