@@ -300,3 +300,20 @@ def test_upper_is_one_minus_mirrored_lower(n):
 def test_invalid_inputs(x, n, a, match, clean_error):
     with clean_error((ValueError,), match=match):
         cp(x, n, a)
+
+
+def test_the_unchecked_bounds_of_the_stopping_rule_equal_the_checked_ones_broadcast_alike():
+    from topk_certify.stats import clopper_pearson_unchecked
+
+    rng = np.random.default_rng(3)
+    trials = rng.integers(1, 10**9, size=(4, 1))
+    successes = (rng.random((4, 6)) * (trials + 1)).astype(np.int64)  # 0..trials, the ends included
+    successes[0, 0], successes[1, 0] = 0, trials[1, 0]
+    for alpha in (0.2, np.array([1e-12, 0.05, 0.5, 0.9, 1e-3, 0.3])):
+        want = topk_certify.clopper_pearson(successes, trials, alpha)
+        got = clopper_pearson_unchecked(successes, trials, alpha)
+        for w, g in zip(want, got):
+            assert g.shape == (4, 6)
+            np.testing.assert_array_equal(g, w)
+    lower, upper = clopper_pearson_unchecked(7, 10, 0.05)  # scalars give 0-d arrays, like the checked
+    assert lower.shape == upper.shape == () and 0 < float(lower) < 0.7 < float(upper) < 1
