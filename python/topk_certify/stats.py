@@ -92,7 +92,6 @@ def clopper_pearson(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray
         raise ValueError(
             f"successes, trials and alpha must broadcast together, got shapes {np.shape(x)}, {np.shape(n)}, {np.shape(a)}"
         ) from None
-    shape = x.shape
     if x.size:
         for values, what in ((x, "successes"), (n, "trials")):
             if values.dtype == np.uint64 and values.max() >= 2**63:
@@ -103,7 +102,7 @@ def clopper_pearson(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray
             raise ValueError("successes must be in [0, trials]")
         if not np.all((a > 0) & (a < 1)):
             raise ValueError("alpha must be in the open interval (0, 1)")
-    return _bounds(x, n, a, shape)
+    return _bounds(x, n, a)
 
 
 def clopper_pearson_unchecked(successes: Any, trials: Any, alpha: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -113,16 +112,17 @@ def clopper_pearson_unchecked(successes: Any, trials: Any, alpha: Any) -> Tuple[
     x, n, a = np.broadcast_arrays(
         np.asarray(successes, dtype=np.int64), np.asarray(trials, dtype=np.int64), np.asarray(alpha, dtype=np.float64)
     )
-    return _bounds(x, n, a, x.shape)
+    return _bounds(x, n, a)
 
 
-def _bounds(x: np.ndarray, n: np.ndarray, a: np.ndarray, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+def _bounds(x: np.ndarray, n: np.ndarray, a: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The Rust core's bounds for arguments broadcast to one shape, in that shape."""
     lower, upper = _core.clopper_pearson(
         np.ascontiguousarray(x, dtype=np.int64).ravel(),
         np.ascontiguousarray(n, dtype=np.int64).ravel(),
         np.ascontiguousarray(a, dtype=np.float64).ravel(),
     )
-    return lower.reshape(shape), upper.reshape(shape)
+    return lower.reshape(x.shape), upper.reshape(x.shape)
 
 
 def count_labels(labels: Any, num_classes: int) -> np.ndarray:

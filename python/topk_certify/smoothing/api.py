@@ -66,9 +66,9 @@ def sample_counts(
             folded into the convolution or linear layer before it, channels_last for 4-D
             inputs, and on the CPU each batch run in slices of a few MB per activation,
             which the allocator reuses (a row's logits do not depend on the rows beside it,
-            which the probe checks). It differs from the
-            module as given only by floating-point rounding, and
-            is checked against it on a probe batch of noisy inputs first (any label or logit
+            which the probe checks). It differs from the module as given only by
+            floating-point rounding, and is checked against it on a probe batch of noisy
+            inputs first (any label or logit
             that differs: the module runs as given, with a warning). A model that cannot be
             traced (data-dependent control flow, hooks, TorchScript, a plain callable) or
             whose forward changes its own attributes runs as given. The noise is the same.
