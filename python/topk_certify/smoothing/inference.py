@@ -11,7 +11,9 @@ format, training flags and attributes are never changed):
   (8 rows at least): glibc's malloc gives blocks as big as a batch's activations (26 MB for
   400 CIFAR images) back to the system when they are freed, so each layer's output is mapped
   and faulted in afresh; a slice's are reused from the heap (1.16x on ResNet-110 at batch
-  400, interleaved; nothing in a process that sets MALLOC_MMAP_THRESHOLD_). Each row's
+  400, interleaved; nothing in a process that sets MALLOC_MMAP_THRESHOLD_). The slices run
+  side by side, each on a worker thread with its share of torch's threads (slice_pool.py):
+  narrow convolutions keep several threads busy less well than one pass each. Each row's
   logits are its own whatever rows share its pass, which the probe checks on slices;
 - precision="bf16"/"fp16": autocast around the forward pass only, logits returned as float32;
 - compile=True: torch.compile (CUDA graphs on CUDA) on one static batch shape: a shorter batch
@@ -44,6 +46,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
+
+from .slice_pool import SlicePool
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROBE_ROWS = 32  # noisy inputs in the probe batch (at most batch_size)
@@ -86,6 +90,7 @@ class Runner:
         self.eager: Optional[Callable] = None  # compiled: the same form uncompiled
         self.out_of_memory = False  # a padded batch ran out of memory: shorter ones run eager
         self.slice_rows: Optional[int] = None  # rows per pass on the CPU (None: the whole batch)
+        self.pool: Optional[SlicePool] = None  # runs a batch's slices side by side
 
     def parameters(self):
         """The user's module's parameters (the sampler names their dtype when a batch fails)."""
@@ -103,9 +108,9 @@ class Runner:
                 self.static = torch.empty_like(batch, memory_format=self._format())
             self.static[:rows].copy_(batch)  # a shorter batch: the rest is padding, sliced off below
             batch = self.static
-        elif self.slice_rows is not None and rows > self.slice_rows:
-            parts = batch.split(self.slice_rows)
-            return torch.cat([self._run(self.core, self._layout(part), part.shape[0]) for part in parts])
+        elif self.slice_rows is not None and self._slice_size(rows) < rows:
+            parts = batch.split(self._slice_size(rows))
+            return torch.cat(self._run_slices(parts))
         else:
             batch = self._layout(batch)
         if self.cuda_graphs:
@@ -119,6 +124,17 @@ class Runner:
             # the output of a CUDA graph is overwritten by its next replay: keep a copy
             out = out[:rows].clone()
         return out
+
+    def _slice_size(self, rows: int) -> int:
+        """Rows per slice: at most slice_rows, and few enough that every worker has one."""
+        workers = 1 if self.pool is None else self.pool.workers()
+        return max(1, min(self.slice_rows or rows, -(-rows // workers)))
+
+    def _run_slices(self, parts: Tuple[torch.Tensor, ...]) -> List[Any]:
+        def run(part: torch.Tensor) -> Any:
+            return self._run(self.core, self._layout(part), part.shape[0])
+
+        return [run(part) for part in parts] if self.pool is None else self.pool.map(run, parts)
 
     def _layout(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
@@ -464,6 +480,9 @@ def _build(model: Any, x: torch.Tensor, settings: Any, static_rows: Optional[int
     runner = Runner(core, model, channels_last=channels_last, precision=settings.precision, device=x.device)
     if form is not None and x.device.type == "cpu" and not settings.compile:
         runner.slice_rows = slice_rows(form)
+        if runner.slice_rows is not None:
+            runner.pool = SlicePool()
+            weakref.finalize(runner, runner.pool.close)
     if settings.compile and static_rows is not None:
         cuda = x.device.type == "cuda"
         runner.eager = core
