@@ -9,7 +9,7 @@ three architectures, for the ways of running the model (smoothing/inference.py).
 The Cohen-style loop is their core.py's `_sample_noise`: per example, `x.repeat` to a batch,
 `randn_like * sigma`, `model(batch + noise).argmax(1)`, counted on the host, under no_grad.
 certify_batch runs with optimize=False (the module as given), the default (BatchNorm folded,
-channels_last, CPU batches in slices), precision="bf16" and compile=True. The first call of each variant builds its
+channels_last, CPU batches in slices run side by side), precision="bf16" and compile=True. The first call of each variant builds its
 form (folds, probes, compiles) and is timed apart, on one batch; the timed calls reuse it, as
 the calls of a long run do. Models: random weights in the
 checkpoints' layouts (Normalize in front), BatchNorm running statistics and affine parameters
