@@ -5,11 +5,13 @@
     python benches/bench_sampling.py --steady-malloc      # steadier CPU timings (see --help)
     python benches/bench_sampling.py --device cuda --model resnet50   # on a GPU
 
-The bare loop does the same work as certify_batch with nothing around it: per example, batch
-by batch, draw the noise with a torch.Generator on the device, add it to the broadcast
-input, run the model under inference_mode, torch.bincount the argmax. certify_batch should
-take at most 1.10x its time, and less where n is small next to batch_size (it packs several
-examples into each forward pass; the bare loop runs one short pass per example).
+certify_batch runs the module as given (optimize=False: the inference form's own gain is
+bench_throughput.py's), so the bare loop does the same work with nothing around it: per
+example, batch by batch, draw the noise with a torch.Generator on the device, add it to the
+broadcast input, run the model under inference_mode, torch.bincount the argmax.
+certify_batch should take at most 1.10x its time, and less where n is small next to
+batch_size (it packs several examples into each forward pass; the bare loop runs one short
+pass per example).
 
 With --model resnet50 (torchvision's if installed, else the same architecture defined here,
 25,557,032 parameters like torchvision's; random weights, timing only) the reference is also
@@ -164,7 +166,9 @@ def timed(fn, device) -> float:
 def compare(model, x, *, sigma, n, batch_size, num_classes, repeats, device, forward_too=False):
     labels = np.zeros(x.shape[0], dtype=np.int64)
     runs = {
-        "certify_batch": lambda: tc.certify_batch(model, x, labels, sigma=sigma, n=n, batch_size=batch_size, seed=0),
+        "certify_batch": lambda: tc.certify_batch(
+            model, x, labels, sigma=sigma, n=n, batch_size=batch_size, seed=0, optimize=False
+        ),
         "bare loop": lambda: bare_loop(model, x, sigma=sigma, n=n, batch_size=batch_size, num_classes=num_classes),
     }
     if forward_too:
