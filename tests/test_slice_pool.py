@@ -162,3 +162,96 @@ def test_a_forked_child_starts_workers_of_its_own():
         assert child.exitcode == 0 and queue.get(timeout=5) == 2
     finally:
         pool.close()
+
+
+def _count_in_new_thread() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_the_count_new_threads_start_from_is_put_back_even_where_the_callers_own_differs():
+    setter = threading.Thread(target=lambda: torch.set_num_threads(3))  # the process's count: 3
+    setter.start()
+    setter.join()
+    assert torch.get_num_threads() == 2 and _count_in_new_thread() == 3
+    pool = SlicePool()
+    try:
+        pool.map(lambda part: part, torch.arange(4).split(1))  # 2 workers, for this thread's 2
+    finally:
+        pool.close()
+    assert torch.get_num_threads() == 2 and _count_in_new_thread() == 3
+
+
+def test_threads_sharing_a_pool_with_other_counts_each_get_every_part():
+    pool = SlicePool()
+    errors, results = [], {}
+
+    def caller(threads: int) -> None:
+        torch.set_num_threads(threads)
+        try:
+            for _ in range(10):
+                out = pool.map(lambda part: part * 2, torch.arange(6).split(1))
+                results.setdefault(threads, []).append([int(t) for t in out])
+        except BaseException as exc:  # noqa: BLE001 (the test reports any)
+            errors.append(exc)
+
+    callers = [threading.Thread(target=caller, args=(t,)) for t in (2, 3)]
+    try:
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join(timeout=60)
+    finally:
+        pool.close()
+    assert not errors
+    assert all(out == [0, 2, 4, 6, 8, 10] for outs in results.values() for out in outs)
+    assert sorted(len(outs) for outs in results.values()) == [10, 10]
+
+
+def test_workers_that_did_not_start_are_not_waited_for_again(monkeypatch):
+    from topk_certify.smoothing import slice_pool
+
+    starts = []
+    monkeypatch.setattr(slice_pool, "_start", lambda threads: starts.append(threads))  # None: not started
+    pool = SlicePool()
+    names = [pool.map(lambda part: threading.current_thread().name, torch.arange(3).split(1)) for _ in range(3)]
+    assert starts == [2] and names == [[threading.current_thread().name] * 3] * 3
+
+
+def test_under_the_callers_autocast_the_parts_run_in_the_calling_thread():
+    pool = SlicePool()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            names = pool.map(lambda part: threading.current_thread().name, torch.arange(3).split(1))
+    finally:
+        pool.close()
+    assert names == [threading.current_thread().name] * 3
+
+
+def test_the_threads_are_shared_out_among_the_workers():
+    from topk_certify.smoothing.slice_pool import _Start
+
+    assert sorted(_Start(6, 4).counts) == [1, 1, 2, 2] and _Start(2, 2).counts == [1, 1]
+    assert sorted(_Start(9, 4).counts) == [2, 2, 2, 3]
+
+
+def test_ctrl_c_while_the_workers_start_leaves_the_count_new_threads_start_from(monkeypatch):
+    from topk_certify.smoothing import slice_pool
+
+    init = slice_pool._init
+    monkeypatch.setattr(slice_pool, "_init", lambda start: time.sleep(0.3) or init(start))  # late workers
+
+    class Interrupted(threading.Barrier):
+        def wait(self, timeout=None):
+            if threading.current_thread() is threading.main_thread():
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    monkeypatch.setattr(slice_pool.threading, "Barrier", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        slice_pool._start(2)
+    time.sleep(0.8)  # the late workers have run their start by now, and set nothing
+    assert _count_in_new_thread() == 2 and torch.get_num_threads() == 2
