@@ -24,6 +24,9 @@ Tuning: the settings in topk_certify/adaptive.py were chosen with `--split tune`
 250 CIFAR-10 examples and the mixes drawn from seed 1 (100 classes) and 2 (1000 classes),
 noise seed 1. The reported numbers (`--split report`, the default) are the other 250 CIFAR-10
 examples and mixes drawn from seeds 10 and 20, noise seed 0: nothing reported was tuned on.
+`--split tune3`, `tune4`, `tune5` are more tuning splits (mixes from seeds 3-5, noise seeds
+103-105, CIFAR-10's tuning examples on that noise): a setting chosen on "tune" can be checked
+on them before the reported split is run.
 
 `--sim` draws each example's samples from its known probabilities instead of
 running the model (the same loop and stopping rule, which see only counts): for tuning.
@@ -75,6 +78,9 @@ SPLITS = {
     "tune": {"cifar10": slice(0, 250), "mix100": 1, "mix1000": 2, "noise": 1},
     "report": {"cifar10": slice(250, 500), "mix100": 10, "mix1000": 20, "noise": 0},
 }
+# More tuning splits, to see whether a setting holds beyond one draw: other mixes, the same
+# CIFAR-10 examples as "tune" on other noise; never a reported seed.
+SPLITS.update({f"tune{s}": {"cifar10": slice(0, 250), "mix100": s, "mix1000": s, "noise": 100 + s} for s in (3, 4, 5)})
 MIX_SIZES = {"mix100": (100, 300), "mix1000": (1000, 150)}
 
 
