@@ -108,9 +108,8 @@ class Runner:
                 self.static = torch.empty_like(batch, memory_format=self._format())
             self.static[:rows].copy_(batch)  # a shorter batch: the rest is padding, sliced off below
             batch = self.static
-        elif self.slice_rows is not None and self._slice_size(rows) < rows:
-            parts = batch.split(self._slice_size(rows))
-            return torch.cat(self._run_slices(parts))
+        elif self.slice_rows is not None and (size := self._slice_size(rows)) < rows:
+            return torch.cat(self._run_slices(batch.split(size)))
         else:
             batch = self._layout(batch)
         if self.cuda_graphs:

@@ -41,10 +41,12 @@ class SlicePool:
 
     def workers(self) -> int:
         """Workers for the calling thread's torch threads (1: run the parts in turn)."""
-        return max(1, min(torch.get_num_threads(), MAX_WORKERS))
+        return _workers_for(torch.get_num_threads())
 
     def map(self, run: Callable[[torch.Tensor], Any], parts: Sequence[torch.Tensor]) -> List[Any]:
         executor = self._executor_for(torch.get_num_threads()) if len(parts) > 1 and _plain_mode() else None
+        if executor is None:
+            return [run(part) for part in parts]
         inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
         def in_callers_mode(part: torch.Tensor) -> Any:
@@ -53,17 +55,15 @@ class SlicePool:
 
         futures: List[Future] = []
         try:
-            if executor is not None:
-                futures = [executor.submit(in_callers_mode, part) for part in parts]
-        except RuntimeError:  # the interpreter is shutting down: no new work on threads
-            futures = []
-        if not futures:
+            for part in parts:
+                futures.append(executor.submit(in_callers_mode, part))
+        except RuntimeError:  # shut down (the interpreter exits): the parts run in turn, here
+            _cancel(futures)
             return [run(part) for part in parts]
         try:
             return [future.result() for future in futures]
         except BaseException:  # an error or Ctrl-C: the parts not yet started never run
-            for future in futures:
-                future.cancel()
+            _cancel(futures)
             raise
 
     def close(self) -> None:
@@ -82,6 +82,15 @@ class SlicePool:
             if threads not in self._executors:
                 self._executors[threads] = _start(threads)
             return self._executors[threads]
+
+
+def _cancel(futures: List[Future]) -> None:
+    for future in futures:
+        future.cancel()
+
+
+def _workers_for(threads: int) -> int:
+    return max(1, min(threads, MAX_WORKERS))
 
 
 def _plain_mode() -> bool:
@@ -115,7 +124,7 @@ class _Start:
 def _start(threads: int) -> Optional[ThreadPoolExecutor]:
     """Workers sharing `threads` torch threads, the count new threads start from left as it
     was; None when they did not all start (the parts then run in turn)."""
-    workers = min(threads, MAX_WORKERS)
+    workers = _workers_for(threads)
     start = _Start(threads, workers)
     before = _in_new_thread(torch.get_num_threads)
     executor = ThreadPoolExecutor(
