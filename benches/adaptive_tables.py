@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import itertools
 import os
 import sys
@@ -60,7 +59,7 @@ def example_table(name: str, split: str, e: int, known: bool) -> Dict[str, np.nd
     out.update({key: np.full(shape, np.nan) for key in ("screen", "full", "known")})
     n, alpha_final, settings = bench.N, schedule.alphas[-1], adaptive.DEFAULT_SETTINGS
     best = np.zeros(len(ks))
-    rng = np.random.default_rng([e, 7])
+    rng = np.random.default_rng([bench.SPLITS[split]["noise"], len(p), e])  # the known check's own draws
     for s, size in enumerate(schedule.sizes):
         counts = np.bincount(stream[:size], minlength=p.size).astype(np.int64)
         now = certify_counts(counts[None], [label], k=ks, sigma=case.sigma, alpha=schedule.alphas[s])[0]
@@ -90,11 +89,12 @@ def _example(args) -> Dict[str, np.ndarray]:
 
 
 def sources_digest() -> str:
-    """Changes whenever the stopping rule, the benchmark's cases or the table's contents change."""
-    from topk_certify import adaptive
+    """Changes with the stopping rule, the bounds and solver under it, the benchmark's cases,
+    this file and numpy (whose generators make the streams)."""
+    from topk_certify import _checks, _core, adaptive, stats
 
-    digest = hashlib.sha256(inspect.getsource(example_table).encode())
-    for module in (adaptive, bench):
+    digest = hashlib.sha256(np.__version__.encode())
+    for module in (adaptive, stats, _checks, _core, bench, sys.modules[__name__]):
         with open(str(module.__file__), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:12]
@@ -115,10 +115,16 @@ def load_table(name: str, split: str, known: bool, cache: str, workers: int, exa
         parts = [_example(job) for job in jobs]
     table = {key: np.stack([part[key] for part in parts]) for key in parts[0]}
     os.makedirs(cache, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=cache, suffix=".npz")  # replaced by an atomic rename only
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **table)
-    os.replace(partial, path)
+    fd, partial = tempfile.mkstemp(dir=cache, suffix=".npz")  # in place only by an atomic rename
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **table)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
     return table
 
 
@@ -128,6 +134,10 @@ def rule_looks(table, level: float, above: float, growth: float, start: int, con
     level at some open k); "known" is the chance from the example's true probabilities."""
     from topk_certify import adaptive
 
+    if start < EARLIEST:
+        raise ValueError(f"start={start}: the chances of looks below {EARLIEST} samples are not tabled")
+    if chance == "known" and np.isnan(table["known"]).all():
+        raise ValueError("this table has no known-probability chances: build it with known=True")
     sizes = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes, dtype=np.float64)
     levels = np.where(table["target"] == 0, level, above) * ((sizes / start) ** growth)[None, :, None]
     projected = table["projected"]
@@ -137,11 +147,12 @@ def rule_looks(table, level: float, above: float, growth: float, start: int, con
         screen = table["screen"]
         near = (projected & (screen > levels / 2) & (screen < 2 * levels)).any(axis=2, keepdims=True)
         chances = np.where(near, table["full"], screen)
-    low = np.where(np.isnan(chances), False, chances < levels) & (sizes >= start)[None, :, None]
-    for back in range(1, confirm):  # below the level at this look and the ones before, for one target
-        same = np.zeros_like(low)
-        same[:, back:] = low[:, :-back] & (table["target"][:, back:] == table["target"][:, :-back])
-        low &= same
+    below = np.where(np.isnan(chances), False, chances < levels) & (sizes >= start)[None, :, None]
+    low = below.copy()
+    for back in range(1, confirm):  # below the level at this look and the confirm - 1 before, one target
+        earlier = np.zeros_like(below)
+        earlier[:, back:] = below[:, :-back] & (table["target"][:, back:] == table["target"][:, :-back])
+        low &= earlier
     stops = (table["done"] | ~projected | low).all(axis=2)
     stops[:, -1] = True
     return stops.argmax(axis=1)
@@ -157,14 +168,15 @@ def ceiling_looks(table, case) -> np.ndarray:
 
 
 def score(table, case, looks) -> Dict[str, float]:
-    """Forward passes, and the most fixed-run outcomes lost in one cell (radius, k), in examples."""
+    """Forward passes, and the largest drop in one cell (radius, k) of the examples certified
+    against the fixed run (net, as the benchmark's accuracy drop: a gain offsets a loss)."""
     from topk_certify import adaptive
 
     sizes = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes)
     radii = np.asarray(case.radii)
     radius = table["best"][np.arange(len(looks)), looks]
     lost = (table["fixed"][:, :, None] > radii).sum(axis=0) - (radius[:, :, None] > radii).sum(axis=0)
-    return dict(rows=float(sizes[looks].sum()), lost=float(max(0, lost.max())))
+    return dict(rows=float(sizes[looks].sum()), drop=float(max(0, lost.max())))
 
 
 def evaluate(tables, setting, chance: str = "rule") -> Dict[tuple, Dict[str, float]]:
@@ -178,9 +190,9 @@ def evaluate(tables, setting, chance: str = "rule") -> Dict[tuple, Dict[str, flo
         out[(split, name)] = dict(
             share=ceiling["rows"] / rule["rows"],
             saving=bench.N * examples / rule["rows"],
-            lost=rule["lost"],
-            ceiling_lost=ceiling["lost"],
-            points=100 * rule["lost"] / examples,
+            drop=rule["drop"],
+            ceiling_drop=ceiling["drop"],
+            points=100 * rule["drop"] / examples,
         )
     return out
 
@@ -194,18 +206,18 @@ def print_setting(setting, results, splits: Sequence[str], names: Sequence[str],
     for name in names:
         cells = [results[(split, name)] for split in splits]
         text = "  ".join(
-            f"{split} {100 * c['share']:5.1f}% {c['saving']:5.2f}x lost {c['lost']:.0f} ({c['ceiling_lost']:.0f})"
+            f"{split} {100 * c['share']:5.1f}% {c['saving']:5.2f}x drop {c['drop']:.0f} ({c['ceiling_drop']:.0f})"
             for split, c in zip(splits, cells)
         )
         print(f"  {name:8} {text}")
     smallest = {name: min(results[(split, name)]["share"] for split in splits) for name in names}
     beyond = {
-        name: sum(results[(s, name)]["lost"] - results[(s, name)]["ceiling_lost"] for s in splits) for name in names
+        name: sum(results[(s, name)]["drop"] - results[(s, name)]["ceiling_drop"] for s in splits) for name in names
     }
     print(
         "  smallest share of the ceiling: "
         + ", ".join(f"{name} {100 * v:.1f}%" for name, v in smallest.items())
-        + "; outcomes lost beyond the ceiling's, all splits: "
+        + "; largest drops beyond the ceiling's (examples), summed over the splits: "
         + ", ".join(f"{name} {v:.0f}" for name, v in beyond.items())
     )
 
