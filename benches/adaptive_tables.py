@@ -40,14 +40,14 @@ KNOWN_DRAWS = 1000
 TUNING_SPLITS = ("tune", "tune3", "tune4", "tune5")
 
 
-def example_table(name: str, split: str, e: int, known: bool) -> Dict[str, np.ndarray]:
-    """One example's looks: (S, K) arrays of what the rule reads at each look, and its fixed radius."""
+def example_table(name: str, split: str, e: int, p: np.ndarray, label: int, known: bool) -> Dict[str, np.ndarray]:
+    """Example e's looks (probabilities p, true label): (S, K) arrays of what the rule reads at
+    each look, and its fixed radius."""
     from topk_certify import adaptive
     from topk_certify.stats import certify_counts
 
     case = bench.CASES[name]
-    probs, labels = bench.load_case(name, split)
-    p, label, ks = probs[e], int(labels[e]), list(case.ks)
+    ks = list(case.ks)
     schedule = adaptive.make_schedule(bench.N, bench.ALPHA)
     radii = adaptive.resolve_radii(
         case.radii, n=bench.N, num_classes=p.size, ks=ks, sigma=case.sigma, alpha=bench.ALPHA, bound="simuem"
@@ -102,12 +102,13 @@ def sources_digest() -> str:
 
 def load_table(name: str, split: str, known: bool, cache: str, workers: int, examples: Optional[int] = None):
     """The case's table (arrays stacked over examples), built once and kept in `cache`."""
-    count = len(bench.load_case(name, split)[1]) if examples is None else examples
+    probs, labels = bench.load_case(name, split)
+    count = len(labels) if examples is None else examples
     path = os.path.join(cache, f"{split}_{name}_{count}{'_known' if known else ''}_{sources_digest()}.npz")
     if os.path.exists(path):
         with np.load(path) as stored:
             return {key: stored[key] for key in stored.files}
-    jobs = [(name, split, e, known) for e in range(count)]
+    jobs = [(name, split, e, probs[e], int(labels[e]), known) for e in range(count)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_example, jobs, chunksize=4))
@@ -132,13 +133,11 @@ def rule_looks(table, level: float, above: float, growth: float, start: int, con
     """Per example, the look where the rule stops. chance "rule" is the predictive check as the
     rule computes it (the 1,000-draw chance where a 250-draw one is within a factor 2 of the
     level at some open k); "known" is the chance from the example's true probabilities."""
-    from topk_certify import adaptive
-
     if start < EARLIEST:
         raise ValueError(f"start={start}: the chances of looks below {EARLIEST} samples are not tabled")
     if chance == "known" and np.isnan(table["known"]).all():
         raise ValueError("this table has no known-probability chances: build it with known=True")
-    sizes = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes, dtype=np.float64)
+    sizes = bench.adaptive_sizes().astype(np.float64)
     levels = np.where(table["target"] == 0, level, above) * ((sizes / start) ** growth)[None, :, None]
     projected = table["projected"]
     if chance == "known":
@@ -170,9 +169,7 @@ def ceiling_looks(table, case) -> np.ndarray:
 def score(table, case, looks) -> Dict[str, float]:
     """Forward passes, and the largest drop in one cell (radius, k) of the examples certified
     against the fixed run (net, as the benchmark's accuracy drop: a gain offsets a loss)."""
-    from topk_certify import adaptive
-
-    sizes = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes)
+    sizes = bench.adaptive_sizes()
     radii = np.asarray(case.radii)
     radius = table["best"][np.arange(len(looks)), looks]
     lost = (table["fixed"][:, :, None] > radii).sum(axis=0) - (radius[:, :, None] > radii).sum(axis=0)
@@ -226,9 +223,7 @@ def print_calibration(tables, splits: Sequence[str], names: Sequence[str], start
     """How often the fixed run certifies the radius the check was asked about, by predicted chance
     (1,000 draws), over every look from `start` samples where the projection left it open. A
     look counts once per k, and an example at many looks counts at each."""
-    from topk_certify import adaptive
-
-    sizes = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes)
+    sizes = bench.adaptive_sizes()
     edges = (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.4, 0.7, 1.0001)
     print(f"\ncalibration from {start:,} samples: predicted chance -> share the fixed run certifies (looks)")
     for name in names:

@@ -24,7 +24,7 @@ DEFAULT = (
 # (case, split, examples): in each, some stops are made by the predictive check and some of
 # those by its 1,000-draw chance (the 250-draw one was near the level).
 SETS = [("mix100", "tune5", 8), ("mix1000", "tune4", 6)]
-SIZES = np.asarray(adaptive.make_schedule(bench.N, bench.ALPHA).sizes)
+SIZES = bench.adaptive_sizes()
 
 
 @pytest.fixture(scope="module")
