@@ -132,3 +132,18 @@ def test_a_built_table_is_read_back_from_the_cache(built, monkeypatch):
     assert sorted(again) == sorted(table)
     for key in again:
         np.testing.assert_array_equal(again[key], table[key])
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SETS])
+def test_scores_are_the_benchmarks_share_and_accuracy_drop(built, name):
+    table, loop, _ = built[name]
+    case = bench.CASES[name]
+    result = tables.evaluate({("s", name): table}, DEFAULT)[("s", name)]
+    rule_rows = sum(int(SIZES[run[0]]) for run in loop)
+    ceiling_rows = sum(int(SIZES[run[1]]) for run in loop)
+    assert result["share"] == pytest.approx(ceiling_rows / rule_rows)
+    assert result["saving"] == pytest.approx(bench.N * len(loop) / rule_rows)
+    fixed = bench.certified_accuracy(np.stack([run[2] for run in loop]), case.radii)
+    rule = bench.certified_accuracy(np.stack([run[3] for run in loop]), case.radii)
+    assert result["drop"] == pytest.approx(max(0.0, (fixed - rule).max()) * len(loop))
+    assert result["points"] == pytest.approx(100 * max(0.0, (fixed - rule).max()))
